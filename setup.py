@@ -1,0 +1,128 @@
+"""Build ssd_fast._C: C++ CPU kernels, plus CUDA kernels when CUDA is available or forced.
+
+Environment knobs:
+  FORCE_CUDA=1 / 0        build the CUDA kernels (no GPU needed) / never build them.
+                          Unset: CUDA when torch has CUDA and a toolkit is found.
+  CUDA_HOME               toolkit root; else /usr/local/cuda; else asked of the nvcc on PATH.
+  TORCH_CUDA_ARCH_LIST    e.g. "9.0" or "8.0;9.0+PTX" (read by torch.utils.cpp_extension).
+  MAX_JOBS                parallel compile jobs (read by ninja through torch).
+  NVCC_FLAGS              extra nvcc flags, split like a shell line.
+  DEBUG=1                 -O0 -g (and -lineinfo for nvcc).
+"""
+import glob
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+from setuptools import setup
+
+
+def _log(msg):
+    print(f"[ssd_fast setup] {msg}", flush=True)
+
+
+def _nvcc_toolkit_root(nvcc):
+    """The toolkit root as nvcc itself reports it (nvcc on PATH may be a wrapper script)."""
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "-c", "x.cu"], capture_output=True, text=True,
+                             timeout=60).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"^#\$ TOP=(.+)$", out, re.M)
+    return os.path.realpath(m.group(1).strip()) if m else None
+
+
+def find_cuda_home():
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):
+        return "/usr/local/cuda"
+    nvcc = shutil.which("nvcc")
+    return _nvcc_toolkit_root(nvcc) if nvcc else None
+
+
+def pip_cuda_include_dirs(cuda_home):
+    """Headers of the pip-installed CUDA libraries, when the toolkit lacks them (cusparse.h...)."""
+    if os.path.exists(os.path.join(cuda_home, "include", "cusparse.h")):
+        return []
+    roots = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    for layout in ("cu1*", "*"):  # cu13: nvidia/cu13/include; cu12: nvidia/<library>/include
+        dirs = sorted({d for root in roots
+                       for d in glob.glob(os.path.join(root, "nvidia", layout, "include"))})
+        if dirs:
+            return dirs
+    return []
+
+
+def want_cuda(torch, cuda_home):
+    force = os.environ.get("FORCE_CUDA", "")
+    if force == "0":
+        return False, "FORCE_CUDA=0"
+    if force == "1":
+        if cuda_home is None:
+            sys.exit("[ssd_fast setup] FORCE_CUDA=1 but no CUDA toolkit found: set CUDA_HOME")
+        if torch.version.cuda is None:
+            sys.exit(f"[ssd_fast setup] FORCE_CUDA=1 but torch {torch.__version__} is a CPU build")
+        return True, "FORCE_CUDA=1"
+    if torch.version.cuda is None:
+        return False, f"torch {torch.__version__} has no CUDA"
+    if cuda_home is None:
+        return False, "no CUDA toolkit found (set CUDA_HOME or FORCE_CUDA=1)"
+    return True, f"torch has CUDA {torch.version.cuda} and a toolkit was found"
+
+
+def make_extension():
+    cuda_home = find_cuda_home()
+    if cuda_home:
+        # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
+        os.environ["CUDA_HOME"] = cuda_home
+    import torch
+    from torch.utils import cpp_extension
+
+    with_cuda, why = want_cuda(torch, cuda_home)
+    debug = os.environ.get("DEBUG", "0") == "1"
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/cpu/*.cpp"))
+    # Contraction into FMA is off so the CPU and CUDA kernels round every IoU identically.
+    # The C++ standard is left to torch.utils.cpp_extension (torch >= 2.10 needs C++20).
+    # -fno-trapping-math lets gcc vectorise the select-heavy IoU loop; results are unchanged.
+    cxx = opt + ["-ffp-contract=off", "-fno-trapping-math", "-fopenmp",
+                 f"-DSSD_FAST_TORCH_VERSION={torch.__version__}"]
+    include_dirs = [os.path.abspath("csrc")]
+    ext_kwargs = {}
+    if with_cuda:
+        sources += sorted(glob.glob("csrc/ops/cuda/*.cu"))
+        nvcc = opt + ["--fmad=false", "--expt-relaxed-constexpr",
+                      "-DSSD_FAST_WITH_CUDA"]
+        if debug:
+            nvcc += ["-lineinfo"]
+        nvcc += shlex.split(os.environ.get("NVCC_FLAGS", ""))
+        cxx.append("-DSSD_FAST_WITH_CUDA")
+        include_dirs += pip_cuda_include_dirs(cuda_home)
+        ext_kwargs["extra_compile_args"] = {"cxx": cxx, "nvcc": nvcc}
+        Ext = cpp_extension.CUDAExtension
+    else:
+        ext_kwargs["extra_compile_args"] = {"cxx": cxx}
+        Ext = cpp_extension.CppExtension
+
+    _log(f"torch {torch.__version__}, CUDA kernels: {'yes' if with_cuda else 'no'} ({why})")
+    if with_cuda:
+        _log(f"CUDA_HOME={cuda_home}")
+        _log(f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '(torch default)')}")
+        _log(f"nvcc flags: {' '.join(ext_kwargs['extra_compile_args']['nvcc'])}")
+    _log(f"cxx flags: {' '.join(cxx)}")
+    _log(f"MAX_JOBS={os.environ.get('MAX_JOBS', '(ninja default)')}, DEBUG={int(debug)}")
+    _log(f"include dirs: {include_dirs}")
+    _log(f"sources: {' '.join(sources)}")
+    ext = Ext("ssd_fast._C", sources, include_dirs=include_dirs, extra_link_args=["-fopenmp"],
+              py_limited_api=False, **ext_kwargs)
+    return ext, cpp_extension.BuildExtension
+
+
+ext, build_ext = make_extension()
+setup(ext_modules=[ext], cmdclass={"build_ext": build_ext.with_options(use_ninja=True)})
