@@ -1,0 +1,140 @@
+"""Benchmark cases shared by ``ssd-fast bench`` and the pytest-benchmark files in benchmarks/.
+
+A case builds its inputs on a device and lists the implementations to compare: ``ssd_fast``
+(the kernels), ``torchvision`` (where it has the op) and ``reference`` (pure PyTorch). Before
+anything is timed, every implementation's output is checked against ssd_fast's.
+"""
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from . import ops
+from .ops import reference
+
+IMPLS = ("ssd_fast", "torchvision", "reference")
+
+
+def random_boxes(*shape, device="cpu", dtype=torch.float32, generator=None, scale=1.0):
+    """Well-formed random boxes in [0, scale]: centres uniform, sides in [0.02, 0.5] * scale."""
+    c = torch.rand(*shape, 2, generator=generator) * scale
+    wh = (torch.rand(*shape, 2, generator=generator) * 0.48 + 0.02) * scale
+    return torch.cat([c - wh / 2, c + wh / 2], -1).to(device=device, dtype=dtype)
+
+
+def _torchvision():
+    try:
+        import torchvision
+        return torchvision
+    except ImportError:
+        return None
+
+
+@dataclass
+class Case:
+    op: str
+    size: str
+    make: Callable[[str], tuple]
+    impls: Dict[str, Callable] = field(default_factory=dict)
+    check: Callable = lambda out, ref: torch.testing.assert_close(out, ref)
+
+    @property
+    def name(self):
+        return f"{self.op} {self.size}"
+
+
+def _box_iou_cases():
+    tv = _torchvision()
+    sizes = [("8732x64", (8732,), (64,)), ("5000x5000", (5000,), (5000,)),
+             ("32x8732x16", (32, 8732), (32, 16))]
+    out = []
+    for size, s1, s2 in sizes:
+        def make(device, s1=s1, s2=s2):
+            g = torch.Generator().manual_seed(0)
+            return random_boxes(*s1, device=device, generator=g), random_boxes(*s2, device=device, generator=g)
+        impls = {"ssd_fast": ops.box_iou, "reference": reference.box_iou}
+        if tv is not None:
+            # torchvision's box_iou is 2-D only; batched inputs go through torch.vmap-free loop.
+            impls["torchvision"] = (tv.ops.box_iou if len(s1) == 1 else
+                                    lambda a, b: torch.stack([tv.ops.box_iou(x, y) for x, y in zip(a, b)]))
+        out.append(Case("box_iou", size, make, impls))
+    return out
+
+
+def _coder_cases():
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        gt = random_boxes(32, 8732, device=device, generator=g)
+        priors = random_boxes(8732, device=device, generator=g)
+        return gt, priors
+    def make_offsets(device):
+        gt, priors = make(device)
+        return reference.encode_boxes(gt, priors), priors
+    tol = lambda out, ref: torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    return [Case("encode_boxes", "32x8732", make,
+                 {"ssd_fast": ops.encode_boxes, "reference": reference.encode_boxes}, tol),
+            Case("decode_boxes", "32x8732", make_offsets,
+                 {"ssd_fast": ops.decode_boxes, "reference": reference.decode_boxes}, tol)]
+
+
+def all_cases() -> List[Case]:
+    return _box_iou_cases() + _coder_cases()
+
+
+def synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def check_case(case: Case, inputs) -> None:
+    """Assert every implementation agrees with ssd_fast on these inputs."""
+    ours = case.impls["ssd_fast"](*inputs)
+    for name, fn in case.impls.items():
+        if name != "ssd_fast":
+            case.check(ours, fn(*inputs))
+
+
+def time_fn(fn, inputs, device, min_seconds=0.3, max_runs=1000) -> float:
+    """Median seconds of one call, after a warm-up; synchronises CUDA around each call."""
+    for _ in range(2):
+        fn(*inputs)
+    synchronize(device)
+    times = []
+    start = time.perf_counter()
+    while len(times) < 5 or (time.perf_counter() - start < min_seconds and len(times) < max_runs):
+        t0 = time.perf_counter()
+        fn(*inputs)
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run(devices, op_filter: Optional[List[str]] = None, min_seconds=0.3):
+    """Yield one result row per (case, device): times in seconds (None: no such implementation)."""
+    for case in all_cases():
+        if op_filter and case.op not in op_filter:
+            continue
+        for device in devices:
+            inputs = case.make(device)
+            check_case(case, inputs)
+            row = {"op": case.op, "size": case.size, "device": device}
+            for impl in IMPLS:
+                fn = case.impls.get(impl)
+                row[impl] = time_fn(fn, inputs, device, min_seconds) if fn else None
+            yield row
+
+
+def format_row(row) -> str:
+    def ms(t):
+        return f"{t * 1e3:10.3f}" if t is not None else f"{'-':>10}"
+    base = row["torchvision"] or row["reference"]
+    speedup = f"{base / row['ssd_fast']:8.1f}x" if base else f"{'-':>9}"
+    return (f"{row['op']:<14} {row['size']:<12} {row['device']:<6} {ms(row['ssd_fast'])} "
+            f"{ms(row['torchvision'])} {ms(row['reference'])} {speedup}")
+
+
+HEADER = (f"{'op':<14} {'size':<12} {'device':<6} {'ssd_fast':>10} {'torchvision':>10} "
+          f"{'reference':>10} {'speed-up':>9}\n{'':<34}{'(ms)':>10} {'(ms)':>10} {'(ms)':>10} "
+          f"{'(vs tv, else ref)':>9}")
