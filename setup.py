@@ -110,6 +110,12 @@ def make_extension():
         ext_kwargs["extra_compile_args"] = {"cxx": cxx}
         Ext = cpp_extension.CppExtension
 
+    if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        # No GPU to ask: build for the architectures this torch was built for (torch's own
+        # default then fails with an IndexError).
+        archs = [a[3:] for a in torch._C._cuda_getArchFlags().split() if a.startswith("sm_")]
+        archs = [f"{a[:-1]}.{a[-1]}" for a in archs]
+        os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs[:-1] + [archs[-1] + "+PTX"])
     _log(f"torch {torch.__version__}, CUDA kernels: {'yes' if with_cuda else 'no'} ({why})")
     if with_cuda:
         _log(f"CUDA_HOME={cuda_home}")

@@ -1,27 +1,36 @@
 """ssd_fast: fast, exact SSD ops (CPU and CUDA kernels) and the SSD model built on them."""
+import glob as _glob
 import os as _os
 
 import torch as _torch
 
 __version__ = "0.1.0"
 
-_REBUILD = "pip install --no-build-isolation -e ."  # from the repository root
+def _rebuild_hint():
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    root = _os.path.dirname(here)
+    if _os.path.exists(_os.path.join(root, "setup.py")):  # a source checkout
+        return f"cd {root} && pip install --no-build-isolation -e ."
+    return "pip install --no-build-isolation --force-reinstall <path to the ssd_fast source checkout>"
 
 
 def _load_extension():
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    if not _glob.glob(_os.path.join(here, "_C*.so")) and not _glob.glob(_os.path.join(here, "_C*.pyd")):
+        raise ImportError(f"ssd_fast: the compiled kernels (ssd_fast/_C*.so) are not built in "
+                          f"{here}. Build them with:\n    {_rebuild_hint()}")
     try:
         from . import _C
-    except ImportError as e:  # missing, or built against another torch (undefined symbols)
-        here = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    except ImportError as e:  # typically undefined symbols: built against another torch
         raise ImportError(
-            f"ssd_fast: could not load the compiled kernels ssd_fast._C ({e}). Either they were "
-            f"never built, or they were built against another torch than the installed "
-            f"{_torch.__version__}. Rebuild them with:\n    cd {here} && {_REBUILD}"
+            f"ssd_fast: the compiled kernels ssd_fast._C failed to load ({e}). They were most "
+            f"likely built against another torch than the installed {_torch.__version__}. "
+            f"Rebuild them with:\n    {_rebuild_hint()}"
         ) from e
     if _C.TORCH_VERSION != _torch.__version__:
         raise ImportError(
             f"ssd_fast: the compiled kernels were built against torch {_C.TORCH_VERSION}, but "
-            f"torch {_torch.__version__} is installed. Rebuild them with:\n    {_REBUILD}"
+            f"torch {_torch.__version__} is installed. Rebuild them with:\n    {_rebuild_hint()}"
         )
     return _C
 
