@@ -15,7 +15,9 @@ inline std::string dtype_name(at::ScalarType t) { return std::string(c10::getDty
 
 inline void check_boxes(const char* op, const char* name, const at::Tensor& t, int64_t min_dim,
                         const char* layout) {
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name,
+  const auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
+              op, ": ", name,
               " must be float16, bfloat16, float32 or float64, got ", dtype_name(t.scalar_type()));
   TORCH_CHECK(t.dim() >= min_dim && t.size(-1) == 4, op, ": ", name, " must have shape ", layout,
               ", got ", t.sizes());

@@ -19,6 +19,10 @@ EPS = {dt: torch.finfo(dt).eps for dt in DTYPES}
 OTHER_VARIANCES = (0.2, 0.3, 0.5, 0.4)
 NAN, INF = math.nan, math.inf
 
+
+def dtype_id(dtype):
+    return str(dtype).removeprefix("torch.")
+
 OPS = {"box_iou": ops.box_iou, "encode_boxes": ops.encode_boxes, "decode_boxes": ops.decode_boxes}
 REFS = {"box_iou": ref.box_iou, "encode_boxes": ref.encode_boxes,
         "decode_boxes": ref.decode_boxes}
@@ -219,7 +223,7 @@ VIEWS = {"transposed": _transposed, "row_step": _row_step, "column_step": _colum
 # box_iou
 
 @pytest.mark.parametrize("case", IOU_CASES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_box_iou_matches_reference(device, gen, dtype, case):
     boxes1, boxes2 = (b.to(dtype) for b in IOU_CASES[case](gen))
     out = ops.box_iou(boxes1.to(device), boxes2.to(device))
@@ -273,7 +277,7 @@ def test_box_iou_batched(device, gen, lead1, lead2, n, m):
     ((2, 0, 4), (2, 7, 4), (2, 0, 7)),
     ((2, 3, 0, 4), (6, 4), (2, 3, 0, 6)),
 ])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=dtype_id)
 def test_box_iou_empty(device, shape1, shape2, expected, dtype):
     out = ops.box_iou(torch.zeros(shape1, dtype=dtype, device=device),
                       torch.zeros(shape2, dtype=dtype, device=device))
@@ -303,7 +307,7 @@ def test_box_iou_permuted_batch(device, gen):
     check_iou(out, boxes1, boxes2)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
 def test_box_iou_matches_torchvision(device, gen, dtype):
     boxes1 = torch.cat([random_boxes(gen, 40, scale=40.0), DEGENERATE[:3]])  # well formed
     boxes2 = torch.cat([random_boxes(gen, 30, scale=40.0), nested_in(gen, boxes1[:10]),
@@ -344,7 +348,7 @@ def test_box_iou_differs_from_torchvision_where_documented(device):
 
 @pytest.mark.parametrize("coord", range(4))
 @pytest.mark.parametrize("side", ["boxes1", "boxes2"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=dtype_id)
 def test_box_iou_nan_coordinate_gives_zero(device, gen, dtype, side, coord):
     """A NaN coordinate gives IoU 0 with every box (docstring), whichever argument holds it."""
     others = torch.cat([torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0],
@@ -365,7 +369,7 @@ def test_box_iou_nan_coordinate_gives_zero(device, gen, dtype, side, coord):
     assert torch.equal(rest, ref.box_iou(others, others))
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=dtype_id)
 def test_box_iou_infinite_coordinates(device, dtype):
     boxes = torch.tensor([[0.0, 0.0, INF, INF], [-INF, -INF, INF, INF], [0.0, 0.0, 1.0, INF],
                           [-INF, 0.0, 1.0, 1.0], [INF, 0.0, INF, 10.0], [0.0, 0.0, INF, 10.0],
@@ -382,7 +386,7 @@ def test_box_iou_infinite_coordinates(device, dtype):
 # encode_boxes / decode_boxes
 
 @pytest.mark.parametrize("case", ENCODE_CASES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_encode_boxes_matches_reference(device, gen, dtype, case):
     gt, priors = (b.to(dtype) for b in ENCODE_CASES[case](gen))
     out = ops.encode_boxes(gt.to(device), priors.to(device))
@@ -391,7 +395,7 @@ def test_encode_boxes_matches_reference(device, gen, dtype, case):
 
 
 @pytest.mark.parametrize("case", DECODE_CASES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_decode_boxes_matches_reference(device, gen, dtype, case):
     offsets, priors = (b.to(dtype) for b in DECODE_CASES[case](gen))
     out = ops.decode_boxes(offsets.to(device), priors.to(device))
@@ -500,7 +504,7 @@ def test_coder_permuted_batch(device, gen, name):
 
 
 @pytest.mark.parametrize("name", ["encode_boxes", "decode_boxes"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=dtype_id)
 def test_coder_non_finite_inputs(device, dtype, name):
     """NaN / inf inputs do not crash and give what the reference gives."""
     values = [0.0, 1.0, NAN, INF, -INF]
@@ -589,7 +593,8 @@ OPCHECK_SAMPLES = {
 
 @pytest.mark.parametrize("sample", OPCHECK_SAMPLES)
 @pytest.mark.parametrize("dtype, requires_grad", [(torch.float64, True), (torch.float32, False),
-                                                  (torch.float16, False)])
+                                                  (torch.float16, False)],
+                         ids=["float64-requires_grad", "float32", "float16"])
 def test_opcheck(device, gen, sample, dtype, requires_grad):
     name, make = OPCHECK_SAMPLES[sample]
     args = [a.to(dtype).to(device).requires_grad_(requires_grad)
@@ -779,7 +784,7 @@ def test_mixed_devices_raise(device, name, swap):
 # ---------------------------------------------------------------------------------------------
 # Determinism
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=dtype_id)
 def test_deterministic(device, gen, dtype):
     boxes1 = random_boxes(gen, 3, 300).to(dtype).to(device)
     boxes2 = random_boxes(gen, 500).to(dtype).to(device)
