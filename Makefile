@@ -27,7 +27,7 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 build: $(VENV)/.built
 
 test: build
-	$(PY) -m pytest tests -q -ra
+	$(PY) -m pytest tests -q -rfE
 
 bench: build
 	mkdir -p benchmarks/results

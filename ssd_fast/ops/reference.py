@@ -2,6 +2,8 @@
 kernels. Tests and benchmarks compare the kernels against these. Each computes in float32
 for float16/bfloat16 inputs (float64 stays float64) and returns the input dtype, as the ops do.
 """
+import math
+
 import torch
 
 DEFAULT_VARIANCES = (0.1, 0.1, 0.2, 0.2)
@@ -59,3 +61,95 @@ def decode_boxes(offsets, priors, variances=DEFAULT_VARIANCES):
     h = torch.exp(t[..., 3] * v[3]) * ph
     out = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
     return out.to(offsets.dtype)
+
+
+def _iou_matrix(gt, priors):
+    """IoU [g, P] in the compute dtype (the ops compare against thresholds in that dtype)."""
+    ct = _compute_dtype(gt.dtype)
+    return box_iou(gt.to(ct), priors.to(ct))
+
+
+def match_priors(gt_boxes, gt_labels, priors, iou_threshold=0.5, mode="bipartite"):
+    """SSD matching, one image at a time (SPEC §2 `match_priors`).
+
+    Returns (matched_idx [B, P] int64: GT index or -1, matched_iou [B, P] in the input dtype).
+    """
+    B, G = gt_labels.shape
+    P = priors.shape[0]
+    ct = _compute_dtype(gt_boxes.dtype)
+    matched_idx = torch.full((B, P), -1, dtype=torch.int64, device=priors.device)
+    matched_iou = torch.zeros((B, P), dtype=ct, device=priors.device)
+    for b in range(B):
+        valid = torch.nonzero(gt_labels[b] >= 0).flatten()
+        if valid.numel() == 0 or P == 0:
+            continue
+        iou = _iou_matrix(gt_boxes[b, valid], priors)  # [g, P]
+        best_iou, best_g = iou.max(dim=0)  # ties: first (lowest) GT index
+        idx = torch.full((P,), -1, dtype=torch.int64, device=priors.device)
+        miou = best_iou.clone()
+        if mode == "bipartite":
+            work = torch.where(iou > 1e-6, iou, torch.full_like(iou, -1.0))
+            while True:
+                top = work.max()
+                if top <= 0:
+                    break
+                pairs = torch.nonzero(work == top)  # rows (g, p)
+                order = pairs[:, 1] * (work.shape[0] + 1) + pairs[:, 0]  # lowest prior, then GT
+                g, p = pairs[order.argmin()].tolist()
+                idx[p] = g
+                miou[p] = iou[g, p]
+                work[g, :] = -1.0
+                work[:, p] = -1.0
+            free = (idx < 0) & (best_iou >= iou_threshold)
+            idx[free] = best_g[free]
+        elif mode == "argmax":
+            keep = best_iou >= iou_threshold
+            idx[keep] = best_g[keep]
+            best_prior = iou.argmax(dim=1)  # ties: first (lowest) prior index
+            for g in range(valid.numel()):  # increasing GT index: a later GT wins a shared prior
+                idx[best_prior[g]] = g
+                miou[best_prior[g]] = 2.0
+        else:
+            raise ValueError(f"match_priors: mode must be 'bipartite' or 'argmax', got {mode!r}")
+        matched_idx[b] = torch.where(idx >= 0, valid[idx.clamp(min=0)], idx)
+        matched_iou[b] = miou
+    return matched_idx, matched_iou.to(gt_boxes.dtype)
+
+
+def ssd_targets(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=DEFAULT_VARIANCES,
+                mode="bipartite"):
+    """match_priors, then encode the matched GT of every prior and take its label.
+
+    Returns (loc_targets [B, P, 4] (zeros where background), labels [B, P] int64 (0 where
+    background), matched_iou [B, P]).
+    """
+    matched_idx, matched_iou = match_priors(gt_boxes, gt_labels, priors, iou_threshold, mode)
+    pos = matched_idx >= 0
+    safe = matched_idx.clamp(min=0)
+    matched_boxes = torch.gather(gt_boxes, 1, safe.unsqueeze(-1).expand(*safe.shape, 4))
+    loc = encode_boxes(matched_boxes, priors.expand_as(matched_boxes), variances)
+    loc = torch.where(pos.unsqueeze(-1), loc, torch.zeros_like(loc))
+    labels = torch.where(pos, torch.gather(gt_labels.to(torch.int64), 1, safe),
+                         torch.zeros_like(matched_idx))
+    return loc, labels, matched_iou
+
+
+def hard_negative_mining(conf_loss, labels, neg_pos_ratio=3.0, matched_iou=None, neg_overlap=0.5):
+    """Positives (labels > 0) OR, per image, the k eligible negatives of highest conf_loss,
+    k = min(floor(num_pos * neg_pos_ratio), num_eligible); ties: lower prior index first.
+    Eligible: labels == 0 (and matched_iou < neg_overlap when given). NaN losses rank highest.
+    """
+    pos = labels > 0
+    eligible = labels == 0
+    if matched_iou is not None:
+        eligible = eligible & (matched_iou < neg_overlap)
+    mask = pos.clone()
+    for b in range(labels.shape[0]):
+        cand = torch.nonzero(eligible[b]).flatten()
+        k = min(math.floor(int(pos[b].sum()) * neg_pos_ratio), cand.numel())
+        if k <= 0:
+            continue
+        # stable descending sort: equal losses keep increasing prior order; NaN sorts first
+        order = torch.sort(conf_loss[b, cand].double(), descending=True, stable=True).indices
+        mask[b, cand[order[:k]]] = True
+    return mask
