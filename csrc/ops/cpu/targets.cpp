@@ -27,36 +27,22 @@ struct TargetOut {  // one image's rows of the outputs; loc/labels null for matc
 // Per-thread scratch, sized for P priors and G GTs.
 template <typename acc_t>
 struct MatchScratch {
-  std::vector<acc_t> row, best_iou, gbest_iou, assign_iou;
+  std::vector<acc_t> best_iou, gbest_iou, assign_iou;
   std::vector<int32_t> best_g, gbest_p, assign, valid;
   std::vector<uint8_t> taken, gt_done;
   std::vector<acc_t> gbox;
   MatchScratch(int64_t P, int64_t G)
-      : row(P), best_iou(P), gbest_iou(G), assign_iou(P), best_g(P), gbest_p(G), assign(P),
+      : best_iou(P), gbest_iou(G), assign_iou(P), best_g(P), gbest_p(G), assign(P),
         taken(P), gt_done(G), gbox(4 * G) {
     valid.reserve(G);
   }
 };
 
-// Best free prior of one GT (ties: lowest prior index): returns its IoU, -1 if none is free.
-template <typename acc_t>
-acc_t best_free_prior(const acc_t* row, const uint8_t* taken, int64_t P, int32_t* p_out) {
-  acc_t best = acc_t(-1);
-  int32_t bp = -1;
-  for (int64_t p = 0; p < P; ++p) {
-    if (!taken[p] && row[p] > best) {
-      best = row[p];
-      bp = static_cast<int32_t>(p);
-    }
-  }
-  *p_out = bp;
-  return best;
-}
-
 // Match one image. gt [G, 4], labels [G]; priors as SoA (compute type) and raw [P, 4].
 template <typename scalar_t>
 void match_image(MatchMode mode, const scalar_t* gt, const int64_t* labels, int64_t G,
-                 cpu::SoaView<at::opmath_type<scalar_t>> pri, const scalar_t* priors_raw,
+                 cpu::SoaView<at::opmath_type<scalar_t>> pri,
+                 const at::opmath_type<scalar_t>* chunks, const scalar_t* priors_raw,
                  int64_t P, double iou_threshold, const double* variances,
                  MatchScratch<at::opmath_type<scalar_t>>& s, TargetOut<scalar_t> out) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -67,13 +53,14 @@ void match_image(MatchMode mode, const scalar_t* gt, const int64_t* labels, int6
   std::fill(s.assign.begin(), s.assign.end(), -1);
   if (ng > 0) {
     // Every row of IoUs: per prior its best GT (ties: lowest GT), per GT its best prior.
-    std::fill(s.best_iou.begin(), s.best_iou.end(), acc_t(-1));
+    std::fill(s.best_iou.begin(), s.best_iou.end(), acc_t(0));
+    std::fill(s.best_g.begin(), s.best_g.end(), 0);
     for (int64_t k = 0; k < ng; ++k) {
       acc_t* box = s.gbox.data() + 4 * k;
       for (int q = 0; q < 4; ++q) box[q] = static_cast<acc_t>(gt[4 * s.valid[k] + q]);
       int64_t argmax;
-      s.gbest_iou[k] = cpu::match_row(box, pri, P, s.row.data(), s.best_iou.data(),
-                                      s.best_g.data(), static_cast<int32_t>(k), &argmax);
+      s.gbest_iou[k] = cpu::match_row(box, pri, chunks, P, s.best_iou.data(), s.best_g.data(),
+                                      static_cast<int32_t>(k), &argmax);
       s.gbest_p[k] = static_cast<int32_t>(argmax);
     }
     const acc_t thr = static_cast<acc_t>(iou_threshold);
@@ -99,8 +86,11 @@ void match_image(MatchMode mode, const scalar_t* gt, const int64_t* labels, int6
         s.gt_done[gk] = 1;
         for (int64_t k = 0; k < ng; ++k) {
           if (s.gt_done[k] || s.gbest_p[k] != pk) continue;
-          cpu::iou_row(s.gbox.data() + 4 * k, pri, P, s.row.data());
-          s.gbest_iou[k] = best_free_prior(s.row.data(), s.taken.data(), P, &s.gbest_p[k]);
+          // Only IoU > eps matters from here on: below it the GT is never picked again.
+          int64_t argmax;
+          s.gbest_iou[k] = cpu::best_free_row(s.gbox.data() + 4 * k, pri, chunks, P,
+                                              s.taken.data(), &argmax);
+          s.gbest_p[k] = static_cast<int32_t>(argmax);
         }
       }
       for (int64_t p = 0; p < P; ++p) {
@@ -154,6 +144,7 @@ void run_targets(const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gt.scalar_type(), "ssd_targets_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const cpu::SoaBoxes<acc_t> soa(pr.data_ptr<scalar_t>(), P);
+    const std::vector<acc_t> chunks = cpu::chunk_bounds(soa.view(), P);
     const scalar_t* gtp = gt.data_ptr<scalar_t>();
     const int64_t* labp = lab.data_ptr<int64_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
@@ -162,7 +153,7 @@ void run_targets(const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const 
         TargetOut<scalar_t> out{idx.data_ptr<int64_t>() + b * P, iou.data_ptr<scalar_t>() + b * P,
                                 loc ? loc->data_ptr<scalar_t>() + 4 * b * P : nullptr,
                                 labels ? labels->data_ptr<int64_t>() + b * P : nullptr};
-        match_image<scalar_t>(mode, gtp + 4 * b * G, labp + b * G, G, soa.view(),
+        match_image<scalar_t>(mode, gtp + 4 * b * G, labp + b * G, G, soa.view(), chunks.data(),
                               pr.data_ptr<scalar_t>(), P, iou_threshold, variances, scratch, out);
       }
     });
