@@ -167,10 +167,12 @@ class PriorSpec:
         return sum(a * h * w for a, (h, w) in zip(self.boxes_per_location, self.feature_maps))
 
     def generate(self, device=None) -> Tensor:
-        """The default boxes: ``[num_priors, 4]`` float32 normalized corners, on ``device``."""
-        layers = [(_caffe_layer if self.style == "caffe" else _torchvision_layer)(self, k)
-                  for k in range(len(self.feature_maps))]
-        return torch.cat(layers).to(device)
+        """The default boxes: ``[num_priors, 4]`` float32 normalized corners, on ``device``
+        (computed on the CPU, also inside a ``torch.device("meta")`` context)."""
+        with torch.device("cpu"):
+            layers = [(_caffe_layer if self.style == "caffe" else _torchvision_layer)(self, k)
+                      for k in range(len(self.feature_maps))]
+            return torch.cat(layers).to(device)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain lists, numbers and strings (what checkpoints store)."""
