@@ -4,8 +4,9 @@ heads (depthwise 3x3 + BN + ReLU6, then a 1x1 conv), on the same priors, loss an
 SSD300.
 
 Six feature maps at strides 8, 16, 32, 64, 128, 256 (160 px: 20, 10, 5, 3, 2, 1; 128 px:
-16, 8, 4, 2, 1, 1); about 0.6M parameters and 40M multiply-adds per 160 px image at
-``width_mult=1`` for 21 classes, so it trains in minutes on a laptop CPU.
+16, 8, 4, 2, 1, 1). At ``width_mult=1`` for 21 classes: 198k parameters, 21M multiply-adds per
+160 px image (13M at 128 px); a batch of 32 at 160 px takes about 0.7 s forward + backward
+on 2 CPU threads, so it trains in minutes.
 """
 from typing import List, Optional, Sequence, Tuple
 

@@ -54,7 +54,8 @@ def test_equals_plain_composition(gen, priors, mode, ratio):
     got = loss(loc, conf, gt_boxes, gt_labels)
     expected = plain_multibox(loc, conf, gt_boxes, gt_labels, priors, mode, ratio)
     assert got[0].dtype == torch.float64
-    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    # the targets are float32 (the priors' dtype): kernels and references round them differently
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
     assert expected[0] > 0 and expected[1] > 0
 
 
