@@ -77,9 +77,11 @@ class MultiBoxLoss(nn.Module):
             raise ValueError(f"MultiBoxLoss: conf_logits must be [B, {P}, num_classes={C}], got "
                              f"{tuple(conf_logits.shape)}")
         B = loc.shape[0]
-        if conf_logits.shape[0] != B or gt_boxes.dim() != 3 or gt_boxes.shape[0] != B or gt_boxes.shape[2] != 4:
-            raise ValueError(f"MultiBoxLoss: gt_boxes must be [B={B}, G, 4], got {tuple(gt_boxes.shape)} "
-                             f"(conf_logits {tuple(conf_logits.shape)})")
+        if conf_logits.shape[0] != B:
+            raise ValueError(f"MultiBoxLoss: conf_logits must have loc's batch size {B}, got "
+                             f"{tuple(conf_logits.shape)}")
+        if gt_boxes.dim() != 3 or gt_boxes.shape[0] != B or gt_boxes.shape[2] != 4:
+            raise ValueError(f"MultiBoxLoss: gt_boxes must be [B={B}, G, 4], got {tuple(gt_boxes.shape)}")
         if gt_labels.shape != gt_boxes.shape[:2] or gt_labels.dtype.is_floating_point:
             raise ValueError(f"MultiBoxLoss: gt_labels must be integer [B, G] = {tuple(gt_boxes.shape[:2])}, "
                              f"got {gt_labels.dtype} {tuple(gt_labels.shape)}")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .priors import PriorSpec, get_prior_spec
+from .priors import get_prior_spec
 from .ssd import SSD, spatial_size, xavier_init
 
 #: VGG16 up to conv5_3; "M": max-pool 2x2/2, "C": the same with ceil_mode (pool3).

@@ -155,6 +155,8 @@ def test_errors(gen, priors):
         loss(loc[:, 1:], conf, gt_boxes, gt_labels)
     with pytest.raises(ValueError, match=r"gt_boxes must be \[B=3, G, 4\], got \(2, 4, 4\)"):
         loss(loc, conf, gt_boxes[:2], gt_labels[:2])
+    with pytest.raises(ValueError, match=r"conf_logits must have loc's batch size 3, got \(2, "):
+        loss(loc, conf[:2], gt_boxes, gt_labels)
     with pytest.raises(ValueError, match=r"gt_labels must be integer \[B, G\] = \(3, 4\), got torch.float32"):
         loss(loc, conf, gt_boxes, gt_labels.float())
     with pytest.raises(ValueError, match="gt_labels must be < num_classes=5, got 5"):

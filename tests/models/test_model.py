@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssd_fast.models import PRESETS, SSD, L2Norm, PriorSpec, ssd300_vgg16, ssd512_vgg16, ssdlite
+from ssd_fast.models import PRESETS, L2Norm, MultiBoxLoss, PriorSpec, ssd300_vgg16, ssd512_vgg16, ssdlite
 
-from model_helpers import postprocess  # noqa: F401  (fixture)
+from model_helpers import postprocess, ssd_postprocess_ref  # noqa: F401  (postprocess: a fixture)
 
 
 def num_params(model):
@@ -99,7 +99,6 @@ def test_xavier_init_of_new_layers():
 
 
 def test_autocast_forward_and_loss_are_finite():
-    from ssd_fast.models import MultiBoxLoss
     torch.manual_seed(0)
     model = ssdlite(num_classes=4, image_size=128)
     loss_fn = MultiBoxLoss.for_model(model)
@@ -122,8 +121,8 @@ def test_detect(postprocess):
     boxes, scores, labels, num = model.detect(images, max_detections=7, score_threshold=0.2)
     assert boxes.shape == (2, 7, 4) and scores.shape == (2, 7) and labels.shape == (2, 7) and num.shape == (2,)
     assert labels.dtype == num.dtype == torch.int64
-    loc, conf = model(images)
-    from model_helpers import ssd_postprocess_ref
+    with torch.no_grad():
+        loc, conf = model(images)
     exp = ssd_postprocess_ref(loc, conf, model.priors, model.variances, max_detections=7, score_threshold=0.2)
     torch.testing.assert_close(boxes, exp[0] * 128)  # pixels of the input
     torch.testing.assert_close(scores, exp[1])
