@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# TODO(merge): switch to `from ssd_fast.ops import ssd_targets, hard_negative_mining` (the kernels)
-from ssd_fast.ops.reference import hard_negative_mining, ssd_targets
+from ssd_fast.ops import hard_negative_mining, ssd_targets
 
 from .priors import DEFAULT_VARIANCES
 
