@@ -5,7 +5,9 @@
 #include <ATen/ATen.h>
 #include <c10/util/irange.h>
 
-#include <sstream>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -41,12 +43,19 @@ inline void check_same_device_dtype(const char* op, const char* name_a, const at
               dtype_name(b.scalar_type()));
 }
 
+// A number as error messages show it: the shortest of 15 or 17 significant digits that reads
+// back exactly (so 0.1 shows as 0.1, 1.0000001 as 1.0000001). _fake.format_number is its twin.
+inline std::string format_number(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.15g", x);
+  if (std::isfinite(x) && std::strtod(buf, nullptr) != x) std::snprintf(buf, sizeof(buf), "%.17g", x);
+  return buf;
+}
+
 inline std::string format_doubles(at::ArrayRef<double> v) {
-  std::ostringstream s;
-  s << "[";
-  for (const auto i : c10::irange(v.size())) s << (i ? ", " : "") << v[i];
-  s << "]";
-  return s.str();
+  std::string s = "[";
+  for (const auto i : c10::irange(v.size())) s += (i ? ", " : "") + format_number(v[i]);
+  return s + "]";
 }
 
 inline void check_variances(const char* op, at::ArrayRef<double> v) {

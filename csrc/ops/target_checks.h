@@ -39,7 +39,7 @@ inline MatchMode check_match_args(const char* op, const at::Tensor& gt_boxes,
   check_same_device(op, "gt_boxes", gt_boxes, "gt_labels", gt_labels);
   check_labels(op, "gt_labels", gt_labels, gt_boxes.sizes().slice(0, 2), "[B, G]");
   TORCH_CHECK_VALUE(iou_threshold >= 0.0 && iou_threshold <= 1.0, op,
-                    ": iou_threshold must be in [0, 1], got ", iou_threshold);
+                    ": iou_threshold must be in [0, 1], got ", format_number(iou_threshold));
   if (mode == "bipartite") return MatchMode::kBipartite;
   TORCH_CHECK_VALUE(mode == "argmax", op, ": mode must be 'bipartite' or 'argmax', got '",
                     std::string(mode), "'");
@@ -64,9 +64,10 @@ inline void check_mining_args(const at::Tensor& conf_loss, const at::Tensor& lab
                 conf_loss.sizes(), ", got ", m.sizes());
   }
   TORCH_CHECK_VALUE(std::isfinite(neg_pos_ratio) && neg_pos_ratio >= 0, op,
-                    ": neg_pos_ratio must be a finite number >= 0, got ", neg_pos_ratio);
+                    ": neg_pos_ratio must be a finite number >= 0, got ",
+                    format_number(neg_pos_ratio));
   TORCH_CHECK_VALUE(std::isfinite(neg_overlap), op, ": neg_overlap must be finite, got ",
-                    neg_overlap);
+                    format_number(neg_overlap));
 }
 
 }  // namespace ssd_fast

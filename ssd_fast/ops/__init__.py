@@ -91,8 +91,9 @@ def match_priors(gt_boxes: Tensor, gt_labels: Tensor, priors: Tensor, iou_thresh
         iou_threshold: in [0, 1].
         mode: ``"bipartite"``, the original SSD (Caffe ``MatchBBox``): greedily, the globally
             best (free prior, unmatched GT) pair by IoU (ties: lowest prior, then lowest GT) is
-            matched, while any pair with IoU > 1e-6 remains, so every GT that overlaps some
-            prior owns a distinct prior; then every other prior takes its best GT (ties:
+            matched, while any pair with IoU > 1e-6 remains, so no two GTs share a prior
+            (greedy, as Caffe: a GT whose only overlapping priors were all taken by other GTs
+            first stays unmatched in this step); then every other prior takes its best GT (ties:
             lowest GT) if that IoU >= ``iou_threshold``. ``"argmax"``, ssd.pytorch /
             torchvision: each prior takes its best GT if IoU >= threshold, then each valid GT,
             in increasing index order, is forced onto its best prior (ties: lowest prior;

@@ -41,11 +41,19 @@ def check_same_device_dtype(op, name_a, a, name_b, b):
                            f"got {_dtype_name(a.dtype)} and {_dtype_name(b.dtype)}")
 
 
+def format_number(x):
+    """A number as the error messages show it (twin of format_number in box_checks.h)."""
+    s = f"{x:.15g}"
+    if math.isfinite(x) and float(s) != x:
+        s = f"{x:.17g}"
+    return s
+
+
 def check_variances(op, variances):
     v = list(variances)
     if len(v) != 4 or not all(math.isfinite(x) and x > 0 for x in v):
         raise ValueError(f"{op}: variances must be 4 positive finite numbers, "
-                         f"got [{', '.join(format(x, 'g') for x in v)}]")
+                         f"got [{', '.join(format_number(x) for x in v)}]")
 
 
 @torch.library.register_fake("ssd_fast::box_iou")
@@ -104,7 +112,7 @@ def check_match_args(op, gt_boxes, gt_labels, priors, iou_threshold, mode):
     check_same_device(op, "gt_boxes", gt_boxes, "gt_labels", gt_labels)
     _check_labels(op, "gt_labels", gt_labels, gt_boxes.shape[:2], "[B, G]")
     if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"{op}: iou_threshold must be in [0, 1], got {iou_threshold:g}")
+        raise ValueError(f"{op}: iou_threshold must be in [0, 1], got {format_number(iou_threshold)}")
     if mode not in ("bipartite", "argmax"):
         raise ValueError(f"{op}: mode must be 'bipartite' or 'argmax', got '{mode}'")
 
@@ -140,7 +148,8 @@ def _hard_negative_mining_fake(conf_loss, labels, neg_pos_ratio, matched_iou, ne
             raise RuntimeError(f"{op}: matched_iou must have shape [B, P] = {_shape(conf_loss)}, "
                                f"got {_shape(matched_iou)}")
     if not (math.isfinite(neg_pos_ratio) and neg_pos_ratio >= 0):
-        raise ValueError(f"{op}: neg_pos_ratio must be a finite number >= 0, got {neg_pos_ratio:g}")
+        raise ValueError(f"{op}: neg_pos_ratio must be a finite number >= 0, got "
+                         f"{format_number(neg_pos_ratio)}")
     if not math.isfinite(neg_overlap):
-        raise ValueError(f"{op}: neg_overlap must be finite, got {neg_overlap:g}")
+        raise ValueError(f"{op}: neg_overlap must be finite, got {format_number(neg_overlap)}")
     return conf_loss.new_empty(conf_loss.shape, dtype=torch.bool)

@@ -149,7 +149,8 @@ def hard_negative_mining(conf_loss, labels, neg_pos_ratio=3.0, matched_iou=None,
     mask = pos.clone()
     for b in range(labels.shape[0]):
         cand = torch.nonzero(eligible[b]).flatten()
-        k = min(math.floor(int(pos[b].sum()) * neg_pos_ratio), cand.numel())
+        want = int(pos[b].sum()) * neg_pos_ratio  # may overflow to inf for huge ratios
+        k = cand.numel() if want >= cand.numel() else math.floor(want)
         if k <= 0:
             continue
         # stable descending sort: equal losses keep increasing prior order; NaN sorts first
