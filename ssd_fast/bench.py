@@ -82,10 +82,12 @@ def _coder_cases():
                  {"ssd_fast": ops.decode_boxes, "reference": reference.decode_boxes}, tol)]
 
 
-def _targets_inputs(device, G, B=32, P=8732):
-    """SSD300-sized batch: P random priors, G GTs per image with a few padding rows."""
+def _targets_inputs(device, G, B=32):
+    """An SSD300 batch: the 8732 VOC default boxes, G random GTs per image, some padding rows."""
+    from .models import get_prior_spec
+
     g = torch.Generator().manual_seed(G)
-    priors = random_boxes(P, generator=g)
+    priors = get_prior_spec("voc", 300).generate()
     gt = random_boxes(B, G, generator=g)
     labels = torch.randint(1, 21, (B, G), generator=g)
     labels[1::2, G - max(1, G // 4):] = -1  # padding in every other image
