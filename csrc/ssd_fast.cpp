@@ -32,4 +32,12 @@ TORCH_LIBRARY(ssd_fast, m) {
   m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
   m.def("encode_boxes(Tensor gt, Tensor priors, float[] variances) -> Tensor");
   m.def("decode_boxes(Tensor offsets, Tensor priors, float[] variances) -> Tensor");
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  m.def("multiclass_nms(Tensor boxes, Tensor scores, float score_threshold, float iou_threshold, "
+        "int topk_per_class, int max_detections, int background_class) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("ssd_postprocess(Tensor loc, Tensor conf_logits, Tensor priors, float[] variances, "
+        "bool clip, float score_threshold, float iou_threshold, int topk_per_class, "
+        "int max_detections, int background_class) -> (Tensor, Tensor, Tensor, Tensor)");
 }

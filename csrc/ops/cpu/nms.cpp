@@ -1,0 +1,506 @@
+// CPU kernels of nms, batched_nms, multiclass_nms and ssd_postprocess.
+//
+// Greedy NMS (all four ops): the boxes, in rank order (score descending, ties by lower index),
+// are held as a structure of arrays in the compute type. The first live box is kept; one
+// vectorised pass computes its IoU with every later box (box_iou_one, the arithmetic the CUDA
+// kernels use) and marks those above the threshold dead; the next live box is kept, and so on.
+// Dead boxes are removed lazily: the arrays are compacted only once more than half of the
+// range is dead, so a pass costs O(live boxes) and a compaction is amortised. Every pass is
+// a straight SIMD loop over contiguous memory, unlike torchvision's loop (indirect loads and a
+// branch per box).
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include "ops/box_math.h"
+#include "ops/nms_checks.h"
+#include "ops/nms_math.h"
+
+namespace ssd_fast {
+namespace {
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define SSD_FAST_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SSD_FAST_CLONES
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Sorting
+
+// Stable LSD radix sort of (key, value) pairs by key, one byte per pass. Passes whose byte is
+// the same for every key are skipped (the high bytes of small class ids, of scores in (0, 1]).
+template <typename U>
+void radix_sort_pairs(std::vector<U>& keys, std::vector<int64_t>& vals) {
+  constexpr int kPasses = sizeof(U);
+  const size_t n = keys.size();
+  std::vector<std::array<int64_t, 256>> hist(kPasses);
+  for (auto& h : hist) h.fill(0);
+  for (const U k : keys) {
+    for (int p = 0; p < kPasses; ++p) ++hist[p][(k >> (8 * p)) & 255];
+  }
+  std::vector<U> keys2(n);
+  std::vector<int64_t> vals2(n);
+  for (int p = 0; p < kPasses; ++p) {
+    auto& h = hist[p];
+    if (std::any_of(h.begin(), h.end(), [&](int64_t c) { return size_t(c) == n; })) continue;
+    int64_t sum = 0;
+    for (auto& c : h) {
+      const int64_t x = c;
+      c = sum;
+      sum += x;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t dst = h[(keys[i] >> (8 * p)) & 255]++;
+      keys2[dst] = keys[i];
+      vals2[dst] = vals[i];
+    }
+    keys.swap(keys2);
+    vals.swap(vals2);
+  }
+}
+
+// Rank order of the scores: order[r] = index of the box of rank r (score descending, NaN
+// first, ties by lower index; see nms_math.h).
+template <typename scalar_t>
+std::vector<int64_t> rank_order(const scalar_t* scores, int64_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::vector<skey_t<acc_t>> keys(n);
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) {
+    keys[i] = desc_key(static_cast<acc_t>(scores[i]));
+    order[i] = i;
+  }
+  radix_sort_pairs(keys, order);
+  return order;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Greedy NMS over boxes held as a structure of arrays
+
+// Marks dead every box j of the m given whose IoU with box a exceeds thr; returns how many
+// were alive before. One SIMD loop; target_clones adds an AVX2 copy picked at load time.
+template <typename T>
+inline int suppress_impl(T a1, T b1, T a2, T b2, T area_a, const T* __restrict x1,
+                         const T* __restrict y1, const T* __restrict x2, const T* __restrict y2,
+                         const T* __restrict area, uint8_t* __restrict dead, int64_t m, T thr) {
+  int newly = 0;
+#pragma omp simd reduction(+ : newly)
+  for (int64_t j = 0; j < m; ++j) {
+    const T iou = box_iou_one(a1, b1, a2, b2, area_a, x1[j], y1[j], x2[j], y2[j], area[j]);
+    const uint8_t s = iou > thr ? 1 : 0;
+    newly += s & (dead[j] ^ 1);
+    dead[j] |= s;
+  }
+  return newly;
+}
+
+#define SSD_FAST_SUPPRESS(T)                                                                   \
+  SSD_FAST_CLONES int suppress_##T(T a1, T b1, T a2, T b2, T area_a, const T* x1, const T* y1, \
+                                   const T* x2, const T* y2, const T* area, uint8_t* dead,     \
+                                   int64_t m, T thr) {                                         \
+    return suppress_impl<T>(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);       \
+  }
+SSD_FAST_SUPPRESS(float)
+SSD_FAST_SUPPRESS(double)
+#undef SSD_FAST_SUPPRESS
+
+inline int suppress(float a1, float b1, float a2, float b2, float area_a, const float* x1,
+                    const float* y1, const float* x2, const float* y2, const float* area,
+                    uint8_t* dead, int64_t m, float thr) {
+  return suppress_float(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);
+}
+inline int suppress(double a1, double b1, double a2, double b2, double area_a, const double* x1,
+                    const double* y1, const double* x2, const double* y2, const double* area,
+                    uint8_t* dead, int64_t m, double thr) {
+  return suppress_double(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);
+}
+
+// Boxes in rank order, compute type T, plus an id per box (what the caller wants back).
+template <typename T>
+struct BoxArrays {
+  std::vector<T> x1, y1, x2, y2, area;
+  std::vector<int64_t> id;
+  std::vector<uint8_t> dead;
+
+  explicit BoxArrays(int64_t n)
+      : x1(n), y1(n), x2(n), y2(n), area(n), id(n), dead(n) {}
+
+  template <typename scalar_t>
+  void set(int64_t i, const scalar_t* box, int64_t box_id) {
+    x1[i] = static_cast<T>(box[0]);
+    y1[i] = static_cast<T>(box[1]);
+    x2[i] = static_cast<T>(box[2]);
+    y2[i] = static_cast<T>(box[3]);
+    area[i] = box_area(x1[i], y1[i], x2[i], y2[i]);
+    id[i] = box_id;
+  }
+
+  void move(int64_t from, int64_t to) {
+    x1[to] = x1[from];
+    y1[to] = y1[from];
+    x2[to] = x2[from];
+    y2[to] = y2[from];
+    area[to] = area[from];
+    id[to] = id[from];
+  }
+};
+
+// Greedy NMS of the boxes [first, first + n) of `a` (in rank order): calls keep(id) for each
+// kept box, in rank order. Clobbers that range of `a`. thr >= 1 suppresses nothing: IoU <= 1
+// (inter <= each area <= union, and rounding is monotone).
+template <typename T, typename Keep>
+void greedy_nms(BoxArrays<T>& a, int64_t first, int64_t n, T thr, Keep&& keep) {
+  if (!(thr < T(1))) {
+    for (int64_t i = first; i < first + n; ++i) keep(a.id[i]);
+    return;
+  }
+  uint8_t* dead = a.dead.data();
+  std::fill(dead + first, dead + first + n, uint8_t(0));
+  int64_t begin = first, end = first + n, dead_in_range = 0;
+  while (begin < end) {  // invariant: box `begin` is alive, so it is kept
+    keep(a.id[begin]);
+    const int64_t b = begin++;
+    dead_in_range += suppress(a.x1[b], a.y1[b], a.x2[b], a.y2[b], a.area[b], a.x1.data() + begin,
+                              a.y1.data() + begin, a.x2.data() + begin, a.y2.data() + begin,
+                              a.area.data() + begin, dead + begin, end - begin, thr);
+    while (begin < end && dead[begin]) {
+      ++begin;
+      --dead_in_range;
+    }
+    if (dead_in_range > 32 && 2 * dead_in_range > end - begin) {  // compact the live boxes
+      int64_t w = begin;
+      for (int64_t j = begin; j < end; ++j) {
+        if (!dead[j]) {
+          a.move(j, w);
+          dead[w++] = 0;
+        }
+      }
+      end = w;
+      dead_in_range = 0;
+    }
+  }
+}
+
+at::Tensor to_tensor(const std::vector<int64_t>& v) {
+  at::Tensor out = at::empty({static_cast<int64_t>(v.size())}, at::kLong);
+  if (!v.empty()) std::memcpy(out.data_ptr<int64_t>(), v.data(), v.size() * sizeof(int64_t));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// nms, batched_nms
+
+at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  const int64_t n = check_nms_args("nms", boxes, scores, iou_threshold);
+  std::vector<int64_t> kept;
+  if (n > 0) {
+    const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "nms_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const std::vector<int64_t> order = rank_order(s.data_ptr<scalar_t>(), n);
+      const scalar_t* bp = b.data_ptr<scalar_t>();
+      BoxArrays<acc_t> a(n);
+      for (int64_t r = 0; r < n; ++r) a.set(r, bp + 4 * order[r], order[r]);
+      greedy_nms(a, 0, n, threshold_below<acc_t>(iou_threshold),
+                 [&](int64_t id) { kept.push_back(id); });
+    });
+  }
+  return to_tensor(kept);
+}
+
+// Per class without offsets: a stable sort by class of the rank order groups each class's
+// boxes, still in rank order; each group is an independent greedy NMS (in parallel); the
+// kept boxes are then read back in rank order. O(N) memory for any N and number of classes.
+at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
+                           const at::Tensor& idxs, double iou_threshold) {
+  constexpr const char* op = "batched_nms";
+  const int64_t n = check_nms_args(op, boxes, scores, iou_threshold);
+  check_idxs(op, boxes, idxs);
+  std::vector<int64_t> kept;
+  if (n > 0) {
+    const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
+    const at::Tensor cls = idxs.to(at::kLong).contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), op, [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const std::vector<int64_t> order = rank_order(s.data_ptr<scalar_t>(), n);
+      const int64_t* cp = cls.data_ptr<int64_t>();
+      std::vector<uint64_t> class_key(n);
+      std::vector<int64_t> grouped(n);  // ranks, grouped by class
+      for (int64_t r = 0; r < n; ++r) {
+        class_key[r] = static_cast<uint64_t>(cp[order[r]]) ^ (uint64_t(1) << 63);
+        grouped[r] = r;
+      }
+      radix_sort_pairs(class_key, grouped);
+      std::vector<int64_t> seg_begin;
+      for (int64_t q = 0; q < n; ++q) {
+        if (q == 0 || class_key[q] != class_key[q - 1]) seg_begin.push_back(q);
+      }
+      const int64_t segments = static_cast<int64_t>(seg_begin.size());
+      seg_begin.push_back(n);
+      const scalar_t* bp = b.data_ptr<scalar_t>();
+      BoxArrays<acc_t> a(n);
+      std::vector<uint8_t> keep_rank(n, 0);
+      const acc_t thr = threshold_below<acc_t>(iou_threshold);
+      at::parallel_for(0, segments, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t g = lo; g < hi; ++g) {
+          const int64_t first = seg_begin[g], len = seg_begin[g + 1] - first;
+          for (int64_t q = first; q < first + len; ++q) {
+            a.set(q, bp + 4 * order[grouped[q]], grouped[q]);
+          }
+          greedy_nms(a, first, len, thr, [&](int64_t r) { keep_rank[r] = 1; });
+        }
+      });
+      for (int64_t r = 0; r < n; ++r) {
+        if (keep_rank[r]) kept.push_back(order[r]);
+      }
+    });
+  }
+  return to_tensor(kept);
+}
+
+// ---------------------------------------------------------------------------------------------
+// multiclass_nms, ssd_postprocess
+//
+// Both first build keys [B, S, P]: the desc_key of every (image, non-background class,
+// prior) score above score_threshold, excluded_key() elsewhere. Then, per (image, class)
+// segment (in parallel): the candidates' composite keys (score key, prior), the top-k by
+// nth_element, sorted, greedy NMS; and per image: the kept detections of all classes under
+// composite keys (score key, class * P + prior), the top K, sorted. Composite keys are unique,
+// so every order is total and the result does not depend on the thread count.
+
+template <typename scalar_t>
+struct BoxSource {  // boxes[b, p] or boxes[b, p, c] as 4 contiguous values
+  const scalar_t* data;
+  int64_t image_stride, prior_stride, class_stride;
+  const scalar_t* at(int64_t b, int64_t p, int64_t c) const {
+    return data + b * image_stride + p * prior_stride + c * class_stride;
+  }
+};
+
+template <typename scalar_t>
+void multiclass_core(const MulticlassPlan& pl, const std::vector<skey_t<at::opmath_type<scalar_t>>>& keys,
+                     const BoxSource<scalar_t>& boxes, double iou_threshold, Detections& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using ck_t = ckey_t<acc_t>;
+  const int64_t B = pl.b, P = pl.p, S = pl.segments_per_image, k = pl.topk, K = pl.max_det;
+  const acc_t thr = threshold_below<acc_t>(iou_threshold);
+  const skey_t<acc_t> excluded = excluded_key<acc_t>();
+  // Kept detections of every segment, as composite keys (score key, prior), score order.
+  std::vector<ck_t> kept(B * S * k);
+  std::vector<int64_t> kept_count(B * S, 0);
+  at::parallel_for(0, B * S, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<ck_t> cand;
+    BoxArrays<acc_t> a(k);
+    for (int64_t seg = lo; seg < hi; ++seg) {
+      const int64_t b = seg / S, c = pl.class_of(seg % S);
+      const auto* key = keys.data() + seg * P;
+      cand.clear();
+      for (int64_t p = 0; p < P; ++p) {
+        if (key[p] != excluded) cand.push_back(compose_key<acc_t>(key[p], uint32_t(p)));
+      }
+      if (static_cast<int64_t>(cand.size()) > k) {
+        std::nth_element(cand.begin(), cand.begin() + k, cand.end());
+        cand.resize(k);
+      }
+      std::sort(cand.begin(), cand.end());
+      const int64_t m = static_cast<int64_t>(cand.size());
+      for (int64_t i = 0; i < m; ++i) a.set(i, boxes.at(b, low_of(cand[i]), c), i);
+      int64_t t = 0;
+      greedy_nms(a, 0, m, thr, [&](int64_t i) { kept[seg * k + t++] = cand[i]; });
+      kept_count[seg] = t;
+    }
+  });
+  scalar_t* ob = out.boxes.data_ptr<scalar_t>();
+  scalar_t* os = out.scores.data_ptr<scalar_t>();
+  int64_t* ol = out.labels.data_ptr<int64_t>();
+  int64_t* on = out.num.data_ptr<int64_t>();
+  at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<ck_t> merged;
+    for (int64_t b = lo; b < hi; ++b) {
+      merged.clear();
+      for (int64_t s = 0; s < S; ++s) {
+        const int64_t seg = b * S + s, c = pl.class_of(s);
+        for (int64_t t = 0; t < kept_count[seg]; ++t) {
+          const ck_t x = kept[seg * k + t];
+          merged.push_back(compose_key<acc_t>(score_key_of<acc_t>(x),
+                                              uint32_t(c * P + low_of(x))));
+        }
+      }
+      if (static_cast<int64_t>(merged.size()) > K) {
+        std::nth_element(merged.begin(), merged.begin() + K, merged.end());
+        merged.resize(K);
+      }
+      std::sort(merged.begin(), merged.end());
+      const int64_t num = static_cast<int64_t>(merged.size());
+      on[b] = num;
+      for (int64_t i = 0; i < K; ++i) {
+        scalar_t* row = ob + (b * K + i) * 4;
+        if (i < num) {
+          const uint32_t low = low_of(merged[i]);
+          const int64_t c = low / P, p = low % P;
+          std::copy_n(boxes.at(b, p, c), 4, row);
+          os[b * K + i] = static_cast<scalar_t>(from_desc_key<acc_t>(score_key_of<acc_t>(merged[i])));
+          ol[b * K + i] = c;
+        } else {
+          std::fill_n(row, 4, scalar_t(0));
+          os[b * K + i] = scalar_t(0);
+          ol[b * K + i] = -1;
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> as_tuple(const Detections& d) {
+  return {d.boxes, d.scores, d.labels, d.num};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cpu(
+    const at::Tensor& boxes, const at::Tensor& scores, double score_threshold,
+    double iou_threshold, int64_t topk_per_class, int64_t max_detections,
+    int64_t background_class) {
+  const MulticlassPlan pl = plan_multiclass_nms(boxes, scores, score_threshold, iou_threshold,
+                                                topk_per_class, max_detections, background_class);
+  Detections out = empty_detections(pl, boxes.options());
+  const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "multiclass_nms", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t B = pl.b, P = pl.p, C = pl.c, S = pl.segments_per_image;
+    const acc_t st = threshold_below<acc_t>(score_threshold);
+    const scalar_t* sp = s.data_ptr<scalar_t>();
+    std::vector<skey_t<acc_t>> keys(B * S * P);
+    at::parallel_for(0, B * P, 1024, [&](int64_t lo, int64_t hi) {
+      for (int64_t bp = lo; bp < hi; ++bp) {
+        const int64_t b = bp / P, p = bp % P;
+        for (int64_t seg = 0; seg < S; ++seg) {
+          const acc_t v = static_cast<acc_t>(sp[bp * C + pl.class_of(seg)]);
+          keys[(b * S + seg) * P + p] = v > st ? desc_key(v) : excluded_key<acc_t>();
+        }
+      }
+    });
+    const BoxSource<scalar_t> src{b.data_ptr<scalar_t>(), P * (pl.per_class_boxes ? C : 1) * 4,
+                                  (pl.per_class_boxes ? C : 1) * 4, pl.per_class_boxes ? 4 : 0};
+    multiclass_core<scalar_t>(pl, keys, src, iou_threshold, out);
+  });
+  return as_tuple(out);
+}
+
+// Softmax of a tile of priors, class-major: l[c * n + j] = logit of class c, prior j. The
+// probabilities overwrite l. Per prior this is, in this order, the arithmetic of the CUDA
+// kernel: m = max over c (max_, c ascending), e_c = exp_det(l_c - m), sum += e_c (c ascending),
+// p_c = e_c / sum. Vectorised across the priors of the tile.
+template <typename T>
+inline void softmax_tile_impl(T* __restrict l, T* __restrict m, T* __restrict sum, int64_t c_n,
+                              int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) m[j] = l[j];
+  for (int64_t c = 1; c < c_n; ++c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) m[j] = max_(m[j], l[c * n + j]);
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) sum[j] = T(0);
+  for (int64_t c = 0; c < c_n; ++c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T e = exp_det(l[c * n + j] - m[j]);
+      l[c * n + j] = e;
+      sum[j] += e;
+    }
+  }
+  for (int64_t c = 0; c < c_n; ++c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) l[c * n + j] /= sum[j];
+  }
+}
+
+#define SSD_FAST_SOFTMAX_TILE(T)                                                             \
+  SSD_FAST_CLONES void softmax_tile_##T(T* l, T* m, T* sum, int64_t c_n, int64_t n) {        \
+    softmax_tile_impl<T>(l, m, sum, c_n, n);                                                  \
+  }
+SSD_FAST_SOFTMAX_TILE(float)
+SSD_FAST_SOFTMAX_TILE(double)
+#undef SSD_FAST_SOFTMAX_TILE
+
+inline void softmax_tile(float* l, float* m, float* sum, int64_t c_n, int64_t n) {
+  softmax_tile_float(l, m, sum, c_n, n);
+}
+inline void softmax_tile(double* l, double* m, double* sum, int64_t c_n, int64_t n) {
+  softmax_tile_double(l, m, sum, c_n, n);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cpu(
+    const at::Tensor& loc, const at::Tensor& conf_logits, const at::Tensor& priors,
+    at::ArrayRef<double> variances, bool clip, double score_threshold, double iou_threshold,
+    int64_t topk_per_class, int64_t max_detections, int64_t background_class) {
+  const MulticlassPlan pl =
+      plan_ssd_postprocess(loc, conf_logits, priors, variances, score_threshold, iou_threshold,
+                           topk_per_class, max_detections, background_class);
+  Detections out = empty_detections(pl, loc.options());
+  const at::Tensor l = loc.contiguous(), cl = conf_logits.contiguous(), pr = priors.contiguous();
+  at::Tensor decoded = at::empty({pl.b, pl.p, 4}, loc.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.scalar_type(), "ssd_postprocess", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t B = pl.b, P = pl.p, C = pl.c, S = pl.segments_per_image;
+    const acc_t st = threshold_below<acc_t>(score_threshold);
+    const acc_t v[4] = {acc_t(variances[0]), acc_t(variances[1]), acc_t(variances[2]),
+                        acc_t(variances[3])};
+    const scalar_t* lp = l.data_ptr<scalar_t>();
+    const scalar_t* cp = cl.data_ptr<scalar_t>();
+    const scalar_t* pp = pr.data_ptr<scalar_t>();
+    scalar_t* dp = decoded.data_ptr<scalar_t>();
+    std::vector<skey_t<acc_t>> keys(B * S * P);
+    constexpr int64_t kTile = 64;  // priors per softmax tile: C * 64 values stay in L1
+    // S == 0 (C == 0, or only the background class): nothing to rank or decode.
+    const int64_t tiles_per_image = S > 0 ? (P + kTile - 1) / kTile : 0;
+    at::parallel_for(0, B * tiles_per_image, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<acc_t> buf(C * kTile), m(kTile), sum(kTile);
+      for (int64_t t = lo; t < hi; ++t) {
+        const int64_t b = t / tiles_per_image, p0 = (t % tiles_per_image) * kTile;
+        const int64_t n = std::min(kTile, P - p0);
+        for (int64_t j = 0; j < n; ++j) {  // decode (+ clip), as decode_boxes rounds it
+          const int64_t bp = b * P + p0 + j;
+          acc_t x[4], d[4], y[4];
+          for (int q = 0; q < 4; ++q) {
+            x[q] = static_cast<acc_t>(lp[4 * bp + q]);
+            d[q] = static_cast<acc_t>(pp[4 * (p0 + j) + q]);
+          }
+          decode_one(x, d, v, y);
+          for (int q = 0; q < 4; ++q) dp[4 * bp + q] = static_cast<scalar_t>(clip ? clip01(y[q]) : y[q]);
+          for (int64_t c = 0; c < C; ++c) buf[c * n + j] = static_cast<acc_t>(cp[bp * C + c]);
+        }
+        softmax_tile(buf.data(), m.data(), sum.data(), C, n);  // C >= 1 since S >= 1
+        for (int64_t seg = 0; seg < S; ++seg) {
+          const acc_t* prob = buf.data() + pl.class_of(seg) * n;
+          auto* key = keys.data() + (b * S + seg) * P + p0;
+          for (int64_t j = 0; j < n; ++j) {
+            // the score as the output dtype holds it, so that it ranks as it is reported
+            const acc_t s = static_cast<acc_t>(static_cast<scalar_t>(prob[j]));
+            key[j] = s > st ? desc_key(s) : excluded_key<acc_t>();
+          }
+        }
+      }
+    });
+    const BoxSource<scalar_t> src{dp, P * 4, 4, 0};
+    multiclass_core<scalar_t>(pl, keys, src, iou_threshold, out);
+  });
+  return as_tuple(out);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ssd_fast, CPU, m) {
+  m.impl("nms", &nms_cpu);
+  m.impl("batched_nms", &batched_nms_cpu);
+  m.impl("multiclass_nms", &multiclass_nms_cpu);
+  m.impl("ssd_postprocess", &ssd_postprocess_cpu);
+}
+
+}  // namespace ssd_fast
