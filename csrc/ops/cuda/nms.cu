@@ -275,7 +275,7 @@ __global__ void __launch_bounds__(kChunkWords) chunk_greedy_kernel(
   if (tid == 0) *kept_count = kept_n;
 }
 
-// out[k] = order[ranks ? ranks[kept_pos[k]] : kept_pos[k]] for k < count, as int64.
+// flags[grouped[kept_pos[k]]] = 1 for the kept positions: their ranks.
 __global__ void kept_flags_kernel(const int32_t* __restrict__ kept_pos,
                                   const int32_t* __restrict__ kept_count,
                                   const int32_t* __restrict__ grouped, uint8_t* __restrict__ flags,
@@ -287,6 +287,7 @@ __global__ void kept_flags_kernel(const int32_t* __restrict__ kept_pos,
   }
 }
 
+// out[k] = src[pos ? pos[k] : k] for k < count, as int64.
 __global__ void gather_kept_kernel(const int32_t* __restrict__ src, const int32_t* __restrict__ pos,
                                    int64_t count, int64_t* __restrict__ out) {
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count;
@@ -533,6 +534,7 @@ __device__ Selection<CK> block_select(const Gen& gen, int64_t n, int64_t k) {
 // largest key and sorts out[0, n_pow2) ascending (bitonic). Returns count.
 template <typename CK, typename Gen>
 __device__ int64_t block_select_sorted(const Gen& gen, int64_t n, int64_t k, CK* out) {
+  if (k <= 0) return 0;  // max_detections = 0 (block-uniform)
   const Selection<CK> sel = block_select<CK>(gen, n, k);
   __shared__ ull fill_s;
   if (threadIdx.x == 0) fill_s = 0;
