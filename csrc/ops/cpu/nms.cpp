@@ -84,41 +84,46 @@ std::vector<int64_t> rank_order(const scalar_t* scores, int64_t n) {
 // ---------------------------------------------------------------------------------------------
 // Greedy NMS over boxes held as a structure of arrays
 
+// Dead flags as wide as the coordinates, so that the SIMD loop below has one lane width.
+template <typename T>
+using flag_t = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+
 // Marks dead every box j of the m given whose IoU with box a exceeds thr; returns how many
 // were alive before. One SIMD loop; target_clones adds an AVX2 copy picked at load time.
 template <typename T>
-inline int suppress_impl(T a1, T b1, T a2, T b2, T area_a, const T* __restrict x1,
-                         const T* __restrict y1, const T* __restrict x2, const T* __restrict y2,
-                         const T* __restrict area, uint8_t* __restrict dead, int64_t m, T thr) {
-  int newly = 0;
+inline int64_t suppress_impl(T a1, T b1, T a2, T b2, T area_a, const T* __restrict x1,
+                             const T* __restrict y1, const T* __restrict x2,
+                             const T* __restrict y2, const T* __restrict area,
+                             flag_t<T>* __restrict dead, int64_t m, T thr) {
+  flag_t<T> newly = 0;
 #pragma omp simd reduction(+ : newly)
   for (int64_t j = 0; j < m; ++j) {
     const T iou = box_iou_one(a1, b1, a2, b2, area_a, x1[j], y1[j], x2[j], y2[j], area[j]);
-    const uint8_t s = iou > thr ? 1 : 0;
+    const flag_t<T> s = iou > thr ? 1 : 0;
     newly += s & (dead[j] ^ 1);
     dead[j] |= s;
   }
   return newly;
 }
 
-#define SSD_FAST_SUPPRESS(T)                                                                   \
-  SSD_FAST_CLONES int suppress_##T(T a1, T b1, T a2, T b2, T area_a, const T* x1, const T* y1, \
-                                   const T* x2, const T* y2, const T* area, uint8_t* dead,     \
-                                   int64_t m, T thr) {                                         \
-    return suppress_impl<T>(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);       \
+#define SSD_FAST_SUPPRESS(T)                                                                  \
+  SSD_FAST_CLONES int64_t suppress_##T(T a1, T b1, T a2, T b2, T area_a, const T* x1,          \
+                                       const T* y1, const T* x2, const T* y2, const T* area,  \
+                                       flag_t<T>* dead, int64_t m, T thr) {                   \
+    return suppress_impl<T>(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);      \
   }
 SSD_FAST_SUPPRESS(float)
 SSD_FAST_SUPPRESS(double)
 #undef SSD_FAST_SUPPRESS
 
-inline int suppress(float a1, float b1, float a2, float b2, float area_a, const float* x1,
-                    const float* y1, const float* x2, const float* y2, const float* area,
-                    uint8_t* dead, int64_t m, float thr) {
+inline int64_t suppress(float a1, float b1, float a2, float b2, float area_a, const float* x1,
+                        const float* y1, const float* x2, const float* y2, const float* area,
+                        int32_t* dead, int64_t m, float thr) {
   return suppress_float(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);
 }
-inline int suppress(double a1, double b1, double a2, double b2, double area_a, const double* x1,
-                    const double* y1, const double* x2, const double* y2, const double* area,
-                    uint8_t* dead, int64_t m, double thr) {
+inline int64_t suppress(double a1, double b1, double a2, double b2, double area_a,
+                        const double* x1, const double* y1, const double* x2, const double* y2,
+                        const double* area, int64_t* dead, int64_t m, double thr) {
   return suppress_double(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);
 }
 
@@ -127,7 +132,7 @@ template <typename T>
 struct BoxArrays {
   std::vector<T> x1, y1, x2, y2, area;
   std::vector<int64_t> id;
-  std::vector<uint8_t> dead;
+  std::vector<flag_t<T>> dead;
 
   explicit BoxArrays(int64_t n)
       : x1(n), y1(n), x2(n), y2(n), area(n), id(n), dead(n) {}
@@ -157,12 +162,13 @@ struct BoxArrays {
 // (inter <= each area <= union, and rounding is monotone).
 template <typename T, typename Keep>
 void greedy_nms(BoxArrays<T>& a, int64_t first, int64_t n, T thr, Keep&& keep) {
+  if (n <= 0) return;
   if (!(thr < T(1))) {
     for (int64_t i = first; i < first + n; ++i) keep(a.id[i]);
     return;
   }
-  uint8_t* dead = a.dead.data();
-  std::fill(dead + first, dead + first + n, uint8_t(0));
+  flag_t<T>* dead = a.dead.data();
+  std::fill(dead + first, dead + first + n, flag_t<T>(0));
   int64_t begin = first, end = first + n, dead_in_range = 0;
   while (begin < end) {  // invariant: box `begin` is alive, so it is kept
     keep(a.id[begin]);
@@ -269,11 +275,150 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
 // multiclass_nms, ssd_postprocess
 //
 // Both first build keys [B, S, P]: the desc_key of every (image, non-background class,
-// prior) score above score_threshold, excluded_key() elsewhere. Then, per (image, class)
-// segment (in parallel): the candidates' composite keys (score key, prior), the top-k by
-// nth_element, sorted, greedy NMS; and per image: the kept detections of all classes under
-// composite keys (score key, class * P + prior), the top K, sorted. Composite keys are unique,
-// so every order is total and the result does not depend on the thread count.
+// prior) score above score_threshold, excluded_key() elsewhere, by tiles of 64 priors held
+// class-major (so every per-class loop is a contiguous SIMD loop). Then, per (image, class)
+// segment (in parallel): the top-k composite keys (score key, prior), sorted, and greedy NMS;
+// and per image: the kept detections of all classes under composite keys (score key,
+// class * P + prior), the top K, sorted. Composite keys are unique, so every order is total
+// and the result does not depend on the thread count.
+
+constexpr int64_t kTilePriors = 64;  // priors per tile: C * 64 values stay in L1
+
+template <typename T>
+inline void make_keys_impl(const T* __restrict s, int64_t n, T threshold,
+                           skey_t<T>* __restrict out) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) out[j] = s[j] > threshold ? desc_key(s[j]) : excluded_key<T>();
+}
+
+// Softmax of a tile of priors, class-major: l[c * n + j] = logit of class c, prior j. The
+// probabilities overwrite l. Per prior this is, in this order, the arithmetic of the CUDA
+// kernel: m = max over c (max_, c ascending), e_c = exp_det(l_c - m), sum += e_c (c ascending),
+// p_c = e_c / sum. Vectorised across the priors of the tile.
+template <typename T>
+inline void softmax_tile_impl(T* __restrict l, T* __restrict m, T* __restrict sum, int64_t c_n,
+                              int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) m[j] = l[j];
+  for (int64_t c = 1; c < c_n; ++c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) m[j] = max_(m[j], l[c * n + j]);
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) sum[j] = T(0);
+  for (int64_t c = 0; c < c_n; ++c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T e = exp_det(l[c * n + j] - m[j]);
+      l[c * n + j] = e;
+      sum[j] += e;
+    }
+  }
+  for (int64_t c = 0; c < c_n; ++c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) l[c * n + j] /= sum[j];
+  }
+}
+
+#define SSD_FAST_TILE_FNS(T)                                                                  \
+  SSD_FAST_CLONES void make_keys_##T(const T* s, int64_t n, T threshold, skey_t<T>* out) {     \
+    make_keys_impl<T>(s, n, threshold, out);                                                  \
+  }                                                                                           \
+  SSD_FAST_CLONES void softmax_tile_##T(T* l, T* m, T* sum, int64_t c_n, int64_t n) {          \
+    softmax_tile_impl<T>(l, m, sum, c_n, n);                                                  \
+  }
+SSD_FAST_TILE_FNS(float)
+SSD_FAST_TILE_FNS(double)
+#undef SSD_FAST_TILE_FNS
+
+inline void make_keys(const float* s, int64_t n, float t, uint32_t* out) { make_keys_float(s, n, t, out); }
+inline void make_keys(const double* s, int64_t n, double t, uint64_t* out) { make_keys_double(s, n, t, out); }
+inline void softmax_tile(float* l, float* m, float* sum, int64_t c_n, int64_t n) {
+  softmax_tile_float(l, m, sum, c_n, n);
+}
+inline void softmax_tile(double* l, double* m, double* sum, int64_t c_n, int64_t n) {
+  softmax_tile_double(l, m, sum, c_n, n);
+}
+
+// One tile: priors [p0, p0 + n) of image b, buf[c * n + j] = scores (or logits) of the tile in
+// the compute type.
+template <typename scalar_t>
+struct Tile {
+  using acc_t = at::opmath_type<scalar_t>;
+  int64_t b, p0, n;
+  std::vector<acc_t> buf;
+
+  void load(const scalar_t* rows, int64_t c_n) {  // rows [n, C] -> buf [C, n]
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t c = 0; c < c_n; ++c) buf[c * n + j] = static_cast<acc_t>(rows[j * c_n + c]);
+    }
+  }
+
+  // keys[b, s, p0 + j] for every non-background class s. round: the values are probabilities
+  // computed in acc_t, to be ranked as the output dtype holds them.
+  void write_keys(const MulticlassPlan& pl, acc_t threshold, bool round, skey_t<acc_t>* keys) {
+    for (int64_t s = 0; s < pl.segments_per_image; ++s) {
+      acc_t* row = buf.data() + pl.class_of(s) * n;
+      if constexpr (!std::is_same_v<scalar_t, acc_t>) {
+        if (round) {
+          for (int64_t j = 0; j < n; ++j) row[j] = static_cast<acc_t>(static_cast<scalar_t>(row[j]));
+        }
+      }
+      make_keys(row, n, threshold, keys + (b * pl.segments_per_image + s) * pl.p + p0);
+    }
+  }
+};
+
+// Calls fn(tile) for every tile of 64 priors of every image, in parallel.
+template <typename scalar_t, typename Fn>
+void for_each_tile(const MulticlassPlan& pl, Fn&& fn) {
+  const int64_t per_image = pl.segments_per_image > 0 ? (pl.p + kTilePriors - 1) / kTilePriors : 0;
+  at::parallel_for(0, pl.b * per_image, 1, [&](int64_t lo, int64_t hi) {
+    Tile<scalar_t> t;
+    t.buf.resize(std::max<int64_t>(pl.c, 1) * kTilePriors);
+    for (int64_t i = lo; i < hi; ++i) {
+      t.b = i / per_image;
+      t.p0 = (i % per_image) * kTilePriors;
+      t.n = std::min(kTilePriors, pl.p - t.p0);
+      fn(t);
+    }
+  });
+}
+
+// The k smallest composite keys (score key, prior) of one segment's keys [P], sorted. A
+// histogram of the top 11 bits of the keys finds the bin holding the k-th; only that bin goes
+// through nth_element. Excluded keys (all ones) are alone in the last bin: no candidate has
+// a key >= desc_key(-FLT_MAX), as -inf is never above a threshold.
+template <typename T>
+void top_k_sorted(const skey_t<T>* key, int64_t P, int64_t k, std::vector<ckey_t<T>>& out,
+                  std::vector<ckey_t<T>>& tail, std::vector<int64_t>& hist) {
+  constexpr int kShift = KeyTraits<T>::kBits - 11;
+  constexpr int64_t kExcludedBin = 2047;
+  hist.assign(2048, 0);
+  for (int64_t p = 0; p < P; ++p) ++hist[key[p] >> kShift];
+  const int64_t valid = P - hist[kExcludedBin];
+  int64_t bin = kExcludedBin, below = 0;  // all valid keys are below bin 2047
+  if (valid > k) {
+    bin = 0;
+    while (below + hist[bin] < k) below += hist[bin++];
+  }
+  out.clear();
+  tail.clear();
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t kb = static_cast<int64_t>(key[p] >> kShift);
+    if (kb < bin) {
+      out.push_back(compose_key<T>(key[p], static_cast<uint32_t>(p)));
+    } else if (kb == bin && bin != kExcludedBin) {
+      tail.push_back(compose_key<T>(key[p], static_cast<uint32_t>(p)));
+    }
+  }
+  if (!tail.empty()) {
+    const int64_t need = k - below;
+    std::nth_element(tail.begin(), tail.begin() + need, tail.end());
+    out.insert(out.end(), tail.begin(), tail.begin() + need);
+  }
+  std::sort(out.begin(), out.end());
+}
 
 template <typename scalar_t>
 struct BoxSource {  // boxes[b, p] or boxes[b, p, c] as 4 contiguous values
@@ -291,25 +436,16 @@ void multiclass_core(const MulticlassPlan& pl, const std::vector<skey_t<at::opma
   using ck_t = ckey_t<acc_t>;
   const int64_t B = pl.b, P = pl.p, S = pl.segments_per_image, k = pl.topk, K = pl.max_det;
   const acc_t thr = threshold_below<acc_t>(iou_threshold);
-  const skey_t<acc_t> excluded = excluded_key<acc_t>();
   // Kept detections of every segment, as composite keys (score key, prior), score order.
   std::vector<ck_t> kept(B * S * k);
   std::vector<int64_t> kept_count(B * S, 0);
   at::parallel_for(0, B * S, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<ck_t> cand;
+    std::vector<ck_t> cand, tail;
+    std::vector<int64_t> hist;
     BoxArrays<acc_t> a(k);
     for (int64_t seg = lo; seg < hi; ++seg) {
       const int64_t b = seg / S, c = pl.class_of(seg % S);
-      const auto* key = keys.data() + seg * P;
-      cand.clear();
-      for (int64_t p = 0; p < P; ++p) {
-        if (key[p] != excluded) cand.push_back(compose_key<acc_t>(key[p], uint32_t(p)));
-      }
-      if (static_cast<int64_t>(cand.size()) > k) {
-        std::nth_element(cand.begin(), cand.begin() + k, cand.end());
-        cand.resize(k);
-      }
-      std::sort(cand.begin(), cand.end());
+      top_k_sorted<acc_t>(keys.data() + seg * P, P, k, cand, tail, hist);
       const int64_t m = static_cast<int64_t>(cand.size());
       for (int64_t i = 0; i < m; ++i) a.set(i, boxes.at(b, low_of(cand[i]), c), i);
       int64_t t = 0;
@@ -372,68 +508,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cpu(
   const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "multiclass_nms", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int64_t B = pl.b, P = pl.p, C = pl.c, S = pl.segments_per_image;
     const acc_t st = threshold_below<acc_t>(score_threshold);
     const scalar_t* sp = s.data_ptr<scalar_t>();
-    std::vector<skey_t<acc_t>> keys(B * S * P);
-    at::parallel_for(0, B * P, 1024, [&](int64_t lo, int64_t hi) {
-      for (int64_t bp = lo; bp < hi; ++bp) {
-        const int64_t b = bp / P, p = bp % P;
-        for (int64_t seg = 0; seg < S; ++seg) {
-          const acc_t v = static_cast<acc_t>(sp[bp * C + pl.class_of(seg)]);
-          keys[(b * S + seg) * P + p] = v > st ? desc_key(v) : excluded_key<acc_t>();
-        }
-      }
+    std::vector<skey_t<acc_t>> keys(pl.b * pl.segments_per_image * pl.p);
+    for_each_tile<scalar_t>(pl, [&](Tile<scalar_t>& t) {
+      t.load(sp + (t.b * pl.p + t.p0) * pl.c, pl.c);
+      t.write_keys(pl, st, false, keys.data());
     });
-    const BoxSource<scalar_t> src{b.data_ptr<scalar_t>(), P * (pl.per_class_boxes ? C : 1) * 4,
-                                  (pl.per_class_boxes ? C : 1) * 4, pl.per_class_boxes ? 4 : 0};
+    const int64_t per_prior = pl.per_class_boxes ? pl.c : 1;
+    const BoxSource<scalar_t> src{b.data_ptr<scalar_t>(), pl.p * per_prior * 4, per_prior * 4,
+                                  pl.per_class_boxes ? 4 : 0};
     multiclass_core<scalar_t>(pl, keys, src, iou_threshold, out);
   });
   return as_tuple(out);
-}
-
-// Softmax of a tile of priors, class-major: l[c * n + j] = logit of class c, prior j. The
-// probabilities overwrite l. Per prior this is, in this order, the arithmetic of the CUDA
-// kernel: m = max over c (max_, c ascending), e_c = exp_det(l_c - m), sum += e_c (c ascending),
-// p_c = e_c / sum. Vectorised across the priors of the tile.
-template <typename T>
-inline void softmax_tile_impl(T* __restrict l, T* __restrict m, T* __restrict sum, int64_t c_n,
-                              int64_t n) {
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) m[j] = l[j];
-  for (int64_t c = 1; c < c_n; ++c) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) m[j] = max_(m[j], l[c * n + j]);
-  }
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) sum[j] = T(0);
-  for (int64_t c = 0; c < c_n; ++c) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const T e = exp_det(l[c * n + j] - m[j]);
-      l[c * n + j] = e;
-      sum[j] += e;
-    }
-  }
-  for (int64_t c = 0; c < c_n; ++c) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) l[c * n + j] /= sum[j];
-  }
-}
-
-#define SSD_FAST_SOFTMAX_TILE(T)                                                             \
-  SSD_FAST_CLONES void softmax_tile_##T(T* l, T* m, T* sum, int64_t c_n, int64_t n) {        \
-    softmax_tile_impl<T>(l, m, sum, c_n, n);                                                  \
-  }
-SSD_FAST_SOFTMAX_TILE(float)
-SSD_FAST_SOFTMAX_TILE(double)
-#undef SSD_FAST_SOFTMAX_TILE
-
-inline void softmax_tile(float* l, float* m, float* sum, int64_t c_n, int64_t n) {
-  softmax_tile_float(l, m, sum, c_n, n);
-}
-inline void softmax_tile(double* l, double* m, double* sum, int64_t c_n, int64_t n) {
-  softmax_tile_double(l, m, sum, c_n, n);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cpu(
@@ -448,7 +535,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cpu(
   at::Tensor decoded = at::empty({pl.b, pl.p, 4}, loc.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.scalar_type(), "ssd_postprocess", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int64_t B = pl.b, P = pl.p, C = pl.c, S = pl.segments_per_image;
     const acc_t st = threshold_below<acc_t>(score_threshold);
     const acc_t v[4] = {acc_t(variances[0]), acc_t(variances[1]), acc_t(variances[2]),
                         acc_t(variances[3])};
@@ -456,39 +542,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cpu(
     const scalar_t* cp = cl.data_ptr<scalar_t>();
     const scalar_t* pp = pr.data_ptr<scalar_t>();
     scalar_t* dp = decoded.data_ptr<scalar_t>();
-    std::vector<skey_t<acc_t>> keys(B * S * P);
-    constexpr int64_t kTile = 64;  // priors per softmax tile: C * 64 values stay in L1
-    // S == 0 (C == 0, or only the background class): nothing to rank or decode.
-    const int64_t tiles_per_image = S > 0 ? (P + kTile - 1) / kTile : 0;
-    at::parallel_for(0, B * tiles_per_image, 1, [&](int64_t lo, int64_t hi) {
-      std::vector<acc_t> buf(C * kTile), m(kTile), sum(kTile);
-      for (int64_t t = lo; t < hi; ++t) {
-        const int64_t b = t / tiles_per_image, p0 = (t % tiles_per_image) * kTile;
-        const int64_t n = std::min(kTile, P - p0);
-        for (int64_t j = 0; j < n; ++j) {  // decode (+ clip), as decode_boxes rounds it
-          const int64_t bp = b * P + p0 + j;
-          acc_t x[4], d[4], y[4];
-          for (int q = 0; q < 4; ++q) {
-            x[q] = static_cast<acc_t>(lp[4 * bp + q]);
-            d[q] = static_cast<acc_t>(pp[4 * (p0 + j) + q]);
-          }
-          decode_one(x, d, v, y);
-          for (int q = 0; q < 4; ++q) dp[4 * bp + q] = static_cast<scalar_t>(clip ? clip01(y[q]) : y[q]);
-          for (int64_t c = 0; c < C; ++c) buf[c * n + j] = static_cast<acc_t>(cp[bp * C + c]);
+    std::vector<skey_t<acc_t>> keys(pl.b * pl.segments_per_image * pl.p);
+    // No tile when S == 0 (C == 0, or only the background class): nothing to rank or decode;
+    // otherwise C >= 1, as the softmax needs.
+    for_each_tile<scalar_t>(pl, [&](Tile<scalar_t>& t) {
+      std::array<acc_t, kTilePriors> m, sum;
+      for (int64_t j = 0; j < t.n; ++j) {  // decode (+ clip), rounded as decode_boxes rounds
+        const int64_t bp = t.b * pl.p + t.p0 + j;
+        acc_t x[4], d[4], y[4];
+        for (int q = 0; q < 4; ++q) {
+          x[q] = static_cast<acc_t>(lp[4 * bp + q]);
+          d[q] = static_cast<acc_t>(pp[4 * (t.p0 + j) + q]);
         }
-        softmax_tile(buf.data(), m.data(), sum.data(), C, n);  // C >= 1 since S >= 1
-        for (int64_t seg = 0; seg < S; ++seg) {
-          const acc_t* prob = buf.data() + pl.class_of(seg) * n;
-          auto* key = keys.data() + (b * S + seg) * P + p0;
-          for (int64_t j = 0; j < n; ++j) {
-            // the score as the output dtype holds it, so that it ranks as it is reported
-            const acc_t s = static_cast<acc_t>(static_cast<scalar_t>(prob[j]));
-            key[j] = s > st ? desc_key(s) : excluded_key<acc_t>();
-          }
+        decode_one(x, d, v, y);
+        for (int q = 0; q < 4; ++q) {
+          dp[4 * bp + q] = static_cast<scalar_t>(clip ? clip01(y[q]) : y[q]);
         }
       }
+      t.load(cp + (t.b * pl.p + t.p0) * pl.c, pl.c);
+      softmax_tile(t.buf.data(), m.data(), sum.data(), pl.c, t.n);
+      t.write_keys(pl, st, true, keys.data());
     });
-    const BoxSource<scalar_t> src{dp, P * 4, 4, 0};
+    const BoxSource<scalar_t> src{dp, pl.p * 4, 4, 0};
     multiclass_core<scalar_t>(pl, keys, src, iou_threshold, out);
   });
   return as_tuple(out);
