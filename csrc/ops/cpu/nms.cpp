@@ -348,9 +348,11 @@ struct Tile {
   int64_t b, p0, n;
   std::vector<acc_t> buf;
 
-  void load(const scalar_t* rows, int64_t c_n) {  // rows [n, C] -> buf [C, n]
-    for (int64_t j = 0; j < n; ++j) {
-      for (int64_t c = 0; c < c_n; ++c) buf[c * n + j] = static_cast<acc_t>(rows[j * c_n + c]);
+  void load(const scalar_t* __restrict rows, int64_t c_n) {  // rows [n, C] -> buf [C, n]
+    acc_t* __restrict out = buf.data();
+    const int64_t len = n;  // a local: the compiler cannot keep members in registers here
+    for (int64_t c = 0; c < c_n; ++c) {
+      for (int64_t j = 0; j < len; ++j) out[c * len + j] = static_cast<acc_t>(rows[j * c_n + c]);
     }
   }
 
