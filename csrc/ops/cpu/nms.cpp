@@ -34,19 +34,20 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Sorting
 
-// Stable LSD radix sort of (key, value) pairs by key, one byte per pass. Passes whose byte is
-// the same for every key are skipped (the high bytes of small class ids, of scores in (0, 1]).
+// Stable LSD radix sort of keys (and of values along, when given), one byte per pass. Passes
+// whose byte is the same for every key are skipped (the high bytes of small class ids, of
+// scores in (0, 1], of prior indices). `keys2` and `vals2` are scratch.
 template <typename U>
-void radix_sort_pairs(std::vector<U>& keys, std::vector<int64_t>& vals) {
+void radix_sort(std::vector<U>& keys, std::vector<int64_t>* vals, std::vector<U>& keys2,
+                std::vector<int64_t>& vals2) {
   constexpr int kPasses = sizeof(U);
   const size_t n = keys.size();
-  std::vector<std::array<int64_t, 256>> hist(kPasses);
-  for (auto& h : hist) h.fill(0);
+  std::array<std::array<int64_t, 256>, kPasses> hist{};
   for (const U k : keys) {
-    for (int p = 0; p < kPasses; ++p) ++hist[p][(k >> (8 * p)) & 255];
+    for (int p = 0; p < kPasses; ++p) ++hist[p][static_cast<uint32_t>(k >> (8 * p)) & 255];
   }
-  std::vector<U> keys2(n);
-  std::vector<int64_t> vals2(n);
+  keys2.resize(n);
+  if (vals != nullptr) vals2.resize(n);
   for (int p = 0; p < kPasses; ++p) {
     auto& h = hist[p];
     if (std::any_of(h.begin(), h.end(), [&](int64_t c) { return size_t(c) == n; })) continue;
@@ -57,13 +58,20 @@ void radix_sort_pairs(std::vector<U>& keys, std::vector<int64_t>& vals) {
       sum += x;
     }
     for (size_t i = 0; i < n; ++i) {
-      const int64_t dst = h[(keys[i] >> (8 * p)) & 255]++;
+      const int64_t dst = h[static_cast<uint32_t>(keys[i] >> (8 * p)) & 255]++;
       keys2[dst] = keys[i];
-      vals2[dst] = vals[i];
+      if (vals != nullptr) vals2[dst] = (*vals)[i];
     }
     keys.swap(keys2);
-    vals.swap(vals2);
+    if (vals != nullptr) vals->swap(vals2);
   }
+}
+
+template <typename U>
+void radix_sort_pairs(std::vector<U>& keys, std::vector<int64_t>& vals) {
+  std::vector<U> keys2;
+  std::vector<int64_t> vals2;
+  radix_sort(keys, &vals, keys2, vals2);
 }
 
 // Rank order of the scores: order[r] = index of the box of rank r (score descending, NaN
@@ -394,6 +402,7 @@ void for_each_tile(const MulticlassPlan& pl, Fn&& fn) {
 template <typename T>
 void top_k_sorted(const skey_t<T>* key, int64_t P, int64_t k, std::vector<ckey_t<T>>& out,
                   std::vector<ckey_t<T>>& tail, std::vector<int64_t>& hist) {
+  std::vector<int64_t> no_vals;
   constexpr int kShift = KeyTraits<T>::kBits - 11;
   constexpr int64_t kExcludedBin = 2047;
   hist.assign(2048, 0);
@@ -419,7 +428,7 @@ void top_k_sorted(const skey_t<T>* key, int64_t P, int64_t k, std::vector<ckey_t
     std::nth_element(tail.begin(), tail.begin() + need, tail.end());
     out.insert(out.end(), tail.begin(), tail.begin() + need);
   }
-  std::sort(out.begin(), out.end());
+  radix_sort(out, nullptr, tail, no_vals);  // unique keys: any sort gives this order
 }
 
 template <typename scalar_t>
