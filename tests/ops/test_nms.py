@@ -186,6 +186,20 @@ def test_nms_known_values(device):
     assert ops.nms(boxes, scores, 0.0).tolist() == [1, 2]
 
 
+def test_nms_degenerate_where_torchvision_iou_is_nan(device):
+    """SPEC's IoU is 0 where the union is <= 0; torchvision's is NaN there (identical points)
+    or uses a negative area (x2 < x1). Neither suppresses anything, so the kept boxes agree."""
+    boxes = torch.tensor([[5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0],   # identical points
+                          [15.0, 0.0, 5.0, 10.0], [5.0, 0.0, 15.0, 10.0]])  # inverted, normal
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    tv_iou = torchvision.ops.box_iou(boxes, boxes)
+    assert tv_iou[0, 1].isnan() and tv_iou[2, 3].isnan()  # unions 0 and -100 + 100 - 0
+    assert (ops.box_iou(boxes, boxes)[[0, 2], [1, 3]] == 0).all()
+    for thr in THRESHOLDS:
+        out = ops.nms(boxes.to(device), scores.to(device), thr).cpu()
+        assert out.tolist() == [0, 1, 2, 3] == torchvision.ops.nms(boxes, scores, thr).tolist()
+
+
 def test_nms_nan_and_infinite(device, gen):
     """NaN scores rank first (torch.sort, so torchvision); boxes with a NaN coordinate
     neither suppress nor get suppressed (IoU 0; torchvision: NaN, the same decisions)."""
