@@ -32,6 +32,12 @@ TORCH_LIBRARY(ssd_fast, m) {
   m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
   m.def("encode_boxes(Tensor gt, Tensor priors, float[] variances) -> Tensor");
   m.def("decode_boxes(Tensor offsets, Tensor priors, float[] variances) -> Tensor");
+  m.def("match_priors(Tensor gt_boxes, Tensor gt_labels, Tensor priors, float iou_threshold, "
+        "str mode) -> (Tensor, Tensor)");
+  m.def("ssd_targets(Tensor gt_boxes, Tensor gt_labels, Tensor priors, float iou_threshold, "
+        "float[] variances, str mode) -> (Tensor, Tensor, Tensor)");
+  m.def("hard_negative_mining(Tensor conf_loss, Tensor labels, float neg_pos_ratio, "
+        "Tensor? matched_iou, float neg_overlap) -> Tensor");
   m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
   m.def("multiclass_nms(Tensor boxes, Tensor scores, float score_threshold, float iou_threshold, "

@@ -50,6 +50,9 @@ class Case:
     make: Callable[[str], tuple]
     impls: Dict[str, Callable] = field(default_factory=dict)
     check: Callable = lambda out, ref: torch.testing.assert_close(out, ref)
+    # Replaces the comparison of every implementation with ssd_fast, where they compute
+    # different things (ssd_fast's default bipartite matching vs torchvision's argmax).
+    verify: Optional[Callable] = None
     devices: tuple = ("cpu", "cuda")  # where it runs (CPU timings of torchvision can take minutes)
 
     @property
@@ -89,6 +92,91 @@ def _coder_cases():
                  {"ssd_fast": ops.encode_boxes, "reference": reference.encode_boxes}, tol),
             Case("decode_boxes", "32x8732", make_offsets,
                  {"ssd_fast": ops.decode_boxes, "reference": reference.decode_boxes}, tol)]
+
+
+def _targets_inputs(device, G, B=32, P=8732):
+    """SSD300-sized batch: P random priors, G GTs per image with a few padding rows."""
+    g = torch.Generator().manual_seed(G)
+    priors = random_boxes(P, generator=g)
+    gt = random_boxes(B, G, generator=g)
+    labels = torch.randint(1, 21, (B, G), generator=g)
+    labels[1::2, G - max(1, G // 4):] = -1  # padding in every other image
+    return gt.to(device), labels.to(device), priors.to(device)
+
+
+def _torchvision_targets(tv):
+    """torchvision's SSD path, one image at a time: box_iou + SSDMatcher + BoxCoder.encode."""
+    from torchvision.models.detection import _utils as det_utils
+
+    matcher = det_utils.SSDMatcher(0.5)
+    coder = det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+
+    def run(gt_boxes, gt_labels, priors):
+        locs, labels = [], []
+        for boxes, lab in zip(gt_boxes, gt_labels):
+            keep = lab >= 0
+            boxes, lab = boxes[keep], lab[keep]
+            matched = matcher(tv.ops.box_iou(boxes, priors))
+            fg = matched >= 0
+            loc = coder.encode_single(boxes[matched.clamp(min=0)], priors)
+            locs.append(torch.where(fg[:, None], loc, torch.zeros_like(loc)))
+            labels.append(torch.where(fg, lab[matched.clamp(min=0)], torch.zeros_like(lab[:1])))
+        return torch.stack(locs), torch.stack(labels)
+    return run
+
+
+def _verify_targets_argmax(tv_run):
+    def verify(inputs):
+        loc, labels, _ = ops.ssd_targets(*inputs, mode="argmax")
+        ref = reference.ssd_targets(*inputs, mode="argmax")
+        torch.testing.assert_close(labels, ref[1], rtol=0, atol=0)
+        torch.testing.assert_close(loc, ref[0], rtol=1e-5, atol=1e-4)
+        if tv_run is not None:
+            tv_loc, tv_labels = tv_run(*inputs)
+            torch.testing.assert_close(labels, tv_labels, rtol=0, atol=0)
+            torch.testing.assert_close(loc, tv_loc, rtol=1e-4, atol=1e-3)
+        ours = ops.ssd_targets(*inputs)  # the timed default, bipartite: against its reference
+        ref = reference.ssd_targets(*inputs)
+        torch.testing.assert_close(ours[1], ref[1], rtol=0, atol=0)
+    return verify
+
+
+def _targets_cases():
+    tv = _torchvision()
+    tv_run = _torchvision_targets(tv) if tv is not None else None
+    out = []
+    for G in (4, 20, 100):
+        impls = {"ssd_fast": ops.ssd_targets}
+        if tv_run is not None:
+            impls["torchvision"] = tv_run
+        if G <= 20:  # the reference's greedy loop is a Python loop over GTs: slow at G=100
+            impls["reference"] = reference.ssd_targets
+        out.append(Case("ssd_targets", f"32x8732 G={G}", lambda d, G=G: _targets_inputs(d, G),
+                        impls, verify=_verify_targets_argmax(tv_run)))
+    return out
+
+
+def _sort_twice_mining(conf_loss, labels, neg_pos_ratio=3):
+    """torchvision's SSD hard negative selection: two full sorts per row."""
+    fg = labels > 0
+    num_neg = neg_pos_ratio * fg.sum(1, keepdim=True)
+    neg_loss = conf_loss.clone()
+    neg_loss[fg] = -float("inf")
+    _, idx = neg_loss.sort(1, descending=True)
+    return fg | (idx.sort(1)[1] < num_neg)
+
+
+def _mining_cases():
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        loss = torch.rand(32, 8732, generator=g) * 5
+        labels = torch.where(torch.rand(32, 8732, generator=g) < 0.01,
+                             torch.randint(1, 21, (32, 8732), generator=g), 0)
+        return loss.to(device), labels.to(device)
+    impls = {"ssd_fast": ops.hard_negative_mining, "torchvision": _sort_twice_mining,
+             "reference": reference.hard_negative_mining}
+    return [Case("hard_negative_mining", "32x8732", make, impls,
+                 check=lambda out, ref: torch.testing.assert_close(out, ref, rtol=0, atol=0))]
 
 
 def _same_keep(out, ref):
@@ -196,8 +284,8 @@ def _ssd_postprocess_cases():
 
 
 def all_cases() -> List[Case]:
-    return (_box_iou_cases() + _coder_cases() + _nms_cases() + _batched_nms_cases()
-            + _ssd_postprocess_cases())
+    return (_box_iou_cases() + _coder_cases() + _targets_cases() + _mining_cases() + _nms_cases()
+            + _batched_nms_cases() + _ssd_postprocess_cases())
 
 
 def synchronize(device):
@@ -207,6 +295,9 @@ def synchronize(device):
 
 def check_case(case: Case, inputs) -> None:
     """Assert every implementation agrees with ssd_fast on these inputs."""
+    if case.verify is not None:
+        case.verify(inputs)
+        return
     ours = case.impls["ssd_fast"](*inputs)
     for name, fn in case.impls.items():
         if name != "ssd_fast":
@@ -250,10 +341,10 @@ def format_row(row) -> str:
         return f"{t * 1e3:10.3f}" if t is not None else f"{'-':>10}"
     base = row["torchvision"] or row["reference"]
     speedup = f"{base / row['ssd_fast']:8.1f}x" if base else f"{'-':>9}"
-    return (f"{row['op']:<15} {row['size']:<14} {row['device']:<6} {ms(row['ssd_fast'])} "
+    return (f"{row['op']:<20} {row['size']:<14} {row['device']:<6} {ms(row['ssd_fast'])} "
             f"{ms(row['torchvision'])} {ms(row['reference'])} {speedup}")
 
 
-HEADER = (f"{'op':<15} {'size':<14} {'device':<6} {'ssd_fast':>10} {'torchvision':>10} "
-          f"{'reference':>10} {'speed-up':>9}\n{'':<37}{'(ms)':>10} {'(ms)':>10} {'(ms)':>10} "
+HEADER = (f"{'op':<20} {'size':<14} {'device':<6} {'ssd_fast':>10} {'torchvision':>10} "
+          f"{'reference':>10} {'speed-up':>9}\n{'':<42}{'(ms)':>10} {'(ms)':>10} {'(ms)':>10} "
           f"{'(vs tv, else ref)':>9}")

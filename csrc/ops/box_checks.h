@@ -13,20 +13,29 @@ namespace ssd_fast {
 
 inline std::string dtype_name(at::ScalarType t) { return std::string(c10::getDtypeNames(t).first); }
 
-inline void check_boxes(const char* op, const char* name, const at::Tensor& t, int64_t min_dim,
-                        const char* layout) {
+inline void check_float(const char* op, const char* name, const at::Tensor& t) {
   const auto st = t.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
-              op, ": ", name,
-              " must be float16, bfloat16, float32 or float64, got ", dtype_name(t.scalar_type()));
+              op, ": ", name, " must be float16, bfloat16, float32 or float64, got ",
+              dtype_name(st));
+}
+
+inline void check_boxes(const char* op, const char* name, const at::Tensor& t, int64_t min_dim,
+                        const char* layout) {
+  check_float(op, name, t);
   TORCH_CHECK(t.dim() >= min_dim && t.size(-1) == 4, op, ": ", name, " must have shape ", layout,
               ", got ", t.sizes());
 }
 
-inline void check_same_device_dtype(const char* op, const char* name_a, const at::Tensor& a,
-                                    const char* name_b, const at::Tensor& b) {
+inline void check_same_device(const char* op, const char* name_a, const at::Tensor& a,
+                              const char* name_b, const at::Tensor& b) {
   TORCH_CHECK(a.device() == b.device(), op, ": ", name_a, " and ", name_b,
               " must be on the same device, got ", a.device(), " and ", b.device());
+}
+
+inline void check_same_device_dtype(const char* op, const char* name_a, const at::Tensor& a,
+                                    const char* name_b, const at::Tensor& b) {
+  check_same_device(op, name_a, a, name_b, b);
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": ", name_a, " and ", name_b,
               " must have the same dtype, got ", dtype_name(a.scalar_type()), " and ",
               dtype_name(b.scalar_type()));

@@ -6,7 +6,7 @@ in float32, float64 in float64, and the output has the input dtype); every tenso
 one device (CPU or CUDA); bad input raises ``RuntimeError`` (shapes, dtypes, devices) or
 ``ValueError`` (bad numbers) naming the argument and the value.
 """
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -16,8 +16,9 @@ from . import reference
 
 DEFAULT_VARIANCES = reference.DEFAULT_VARIANCES
 
-__all__ = ["box_iou", "encode_boxes", "decode_boxes", "nms", "batched_nms", "multiclass_nms",
-           "ssd_postprocess", "reference", "DEFAULT_VARIANCES"]
+__all__ = ["box_iou", "encode_boxes", "decode_boxes", "match_priors", "ssd_targets",
+           "hard_negative_mining", "nms", "batched_nms", "multiclass_nms", "ssd_postprocess",
+           "reference", "DEFAULT_VARIANCES"]
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -80,6 +81,69 @@ def decode_boxes(offsets: Tensor, priors: Tensor,
     return torch.ops.ssd_fast.decode_boxes(offsets, priors, [float(v) for v in variances])
 
 
+def match_priors(gt_boxes: Tensor, gt_labels: Tensor, priors: Tensor, iou_threshold: float = 0.5,
+                 mode: str = "bipartite") -> Tuple[Tensor, Tensor]:
+    """SSD matching of default boxes (priors) to ground truth, for a whole batch.
+
+    Args:
+        gt_boxes: ``[B, G, 4]`` GT corners, padded per image.
+        gt_labels: ``[B, G]`` integer labels; rows with a label < 0 are padding and ignored.
+        priors: ``[P, 4]`` prior corners (same dtype and device as ``gt_boxes``).
+        iou_threshold: in [0, 1].
+        mode: ``"bipartite"``, the original SSD (Caffe ``MatchBBox``): greedily, the globally
+            best (free prior, unmatched GT) pair by IoU (ties: lowest prior, then lowest GT) is
+            matched, while any pair with IoU > 1e-6 remains, so every GT that overlaps some
+            prior owns a distinct prior; then every other prior takes its best GT (ties:
+            lowest GT) if that IoU >= ``iou_threshold``. ``"argmax"``, ssd.pytorch /
+            torchvision: each prior takes its best GT if IoU >= threshold, then each valid GT,
+            in increasing index order, is forced onto its best prior (ties: lowest prior;
+            even at IoU 0, as they do), a later GT winning a shared prior; forced priors get
+            ``matched_iou`` 2.0.
+
+    Returns:
+        ``matched_idx [B, P]`` int64, the GT index (into G) or -1; ``matched_iou [B, P]`` in the
+        input dtype: the IoU with the matched GT, else the best IoU over the valid GTs (0 for
+        an image without GT). IoU is computed as :func:`box_iou` does (float32 for half
+        inputs), so NaN coordinates give IoU 0. CUDA: one launch, no host synchronisation.
+    """
+    return torch.ops.ssd_fast.match_priors(gt_boxes, gt_labels, priors, float(iou_threshold), mode)
+
+
+def ssd_targets(gt_boxes: Tensor, gt_labels: Tensor, priors: Tensor, iou_threshold: float = 0.5,
+                variances: Sequence[float] = DEFAULT_VARIANCES,
+                mode: str = "bipartite") -> Tuple[Tensor, Tensor, Tensor]:
+    """Training targets of a batch: :func:`match_priors` + :func:`encode_boxes` + labels, fused.
+
+    Returns:
+        ``loc_targets [B, P, 4]`` (the matched GT encoded against the prior; zeros where the
+        prior is background), ``labels [B, P]`` int64 (the matched GT's label, 0 =
+        background), ``matched_iou [B, P]`` (as :func:`match_priors`). Classes are 1..C-1;
+        a valid GT with label 0 still claims its priors, which then count as background.
+    """
+    return torch.ops.ssd_fast.ssd_targets(gt_boxes, gt_labels, priors, float(iou_threshold),
+                                          [float(v) for v in variances], mode)
+
+
+def hard_negative_mining(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: float = 3.0,
+                         matched_iou: Optional[Tensor] = None,
+                         neg_overlap: float = 0.5) -> Tensor:
+    """SSD hard negative mining: which priors enter the confidence loss.
+
+    Args:
+        conf_loss: ``[B, P]`` background cross-entropy per prior (-log p(background)).
+        labels: ``[B, P]`` integer: > 0 positive, 0 background, < 0 ignored.
+        neg_pos_ratio: negatives per positive (finite, >= 0).
+        matched_iou: optional ``[B, P]``; with it, only priors with
+            ``matched_iou < neg_overlap`` (compared in its dtype) are eligible negatives.
+
+    Returns:
+        ``mask [B, P]`` bool: the positives, and per image the ``k`` eligible negatives of
+        highest loss, ``k = min(floor(num_pos * neg_pos_ratio), num_eligible)``, ties to the
+        lower prior index; an image without positives selects nothing. NaN losses rank above
+        every number (as in a descending ``torch.sort``). Selection, not sorting: O(P) per row.
+    """
+    return torch.ops.ssd_fast.hard_negative_mining(conf_loss, labels, float(neg_pos_ratio),
+                                                   matched_iou, float(neg_overlap))
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression, a drop-in for ``torchvision.ops.nms``.
 

@@ -1,5 +1,6 @@
 """Fake (meta) kernels: output shapes for torch.compile and FakeTensor tracing. Every check
-raises the same error, with the same text, as its twin in csrc/ops/box_checks.h."""
+raises the same error, with the same text, as its twin in csrc/ops/box_checks.h or
+csrc/ops/target_checks.h."""
 import math
 
 import torch
@@ -15,18 +16,26 @@ def _shape(t):
     return str(list(t.shape))
 
 
-def check_boxes(op, name, t, min_dim, layout):
+def check_float(op, name, t):
     if t.dtype not in _FLOATS:
         raise RuntimeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, "
                            f"got {_dtype_name(t.dtype)}")
+
+
+def check_boxes(op, name, t, min_dim, layout):
+    check_float(op, name, t)
     if t.dim() < min_dim or t.shape[-1] != 4:
         raise RuntimeError(f"{op}: {name} must have shape {layout}, got {_shape(t)}")
 
 
-def check_same_device_dtype(op, name_a, a, name_b, b):
+def check_same_device(op, name_a, a, name_b, b):
     if a.device != b.device:
         raise RuntimeError(f"{op}: {name_a} and {name_b} must be on the same device, "
                            f"got {a.device} and {b.device}")
+
+
+def check_same_device_dtype(op, name_a, a, name_b, b):
+    check_same_device(op, name_a, a, name_b, b)
     if a.dtype != b.dtype:
         raise RuntimeError(f"{op}: {name_a} and {name_b} must have the same dtype, "
                            f"got {_dtype_name(a.dtype)} and {_dtype_name(b.dtype)}")
@@ -76,6 +85,65 @@ def _decode_boxes_fake(offsets, priors, variances):
     return _coder_fake("decode_boxes", "offsets", offsets, priors, variances)
 
 
+def _check_labels(op, name, labels, expected, layout):
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise RuntimeError(f"{op}: {name} must be an integer tensor, got {_dtype_name(labels.dtype)}")
+    if tuple(labels.shape) != tuple(expected):
+        raise RuntimeError(f"{op}: {name} must have shape {layout} = {list(expected)}, "
+                           f"got {_shape(labels)}")
+
+
+def check_match_args(op, gt_boxes, gt_labels, priors, iou_threshold, mode):
+    check_boxes(op, "gt_boxes", gt_boxes, 3, "[B, G, 4]")
+    if gt_boxes.dim() != 3:
+        raise RuntimeError(f"{op}: gt_boxes must have shape [B, G, 4], got {_shape(gt_boxes)}")
+    check_boxes(op, "priors", priors, 2, "[P, 4]")
+    if priors.dim() != 2:
+        raise RuntimeError(f"{op}: priors must have shape [P, 4], got {_shape(priors)}")
+    check_same_device_dtype(op, "gt_boxes", gt_boxes, "priors", priors)
+    check_same_device(op, "gt_boxes", gt_boxes, "gt_labels", gt_labels)
+    _check_labels(op, "gt_labels", gt_labels, gt_boxes.shape[:2], "[B, G]")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"{op}: iou_threshold must be in [0, 1], got {iou_threshold:g}")
+    if mode not in ("bipartite", "argmax"):
+        raise ValueError(f"{op}: mode must be 'bipartite' or 'argmax', got '{mode}'")
+
+
+@torch.library.register_fake("ssd_fast::match_priors")
+def _match_priors_fake(gt_boxes, gt_labels, priors, iou_threshold, mode):
+    check_match_args("match_priors", gt_boxes, gt_labels, priors, iou_threshold, mode)
+    B, P = gt_boxes.shape[0], priors.shape[0]
+    return gt_labels.new_empty((B, P), dtype=torch.int64), gt_boxes.new_empty((B, P))
+
+
+@torch.library.register_fake("ssd_fast::ssd_targets")
+def _ssd_targets_fake(gt_boxes, gt_labels, priors, iou_threshold, variances, mode):
+    check_match_args("ssd_targets", gt_boxes, gt_labels, priors, iou_threshold, mode)
+    check_variances("ssd_targets", variances)
+    B, P = gt_boxes.shape[0], priors.shape[0]
+    return (gt_boxes.new_empty((B, P, 4)), gt_labels.new_empty((B, P), dtype=torch.int64),
+            gt_boxes.new_empty((B, P)))
+
+
+@torch.library.register_fake("ssd_fast::hard_negative_mining")
+def _hard_negative_mining_fake(conf_loss, labels, neg_pos_ratio, matched_iou, neg_overlap):
+    op = "hard_negative_mining"
+    check_float(op, "conf_loss", conf_loss)
+    if conf_loss.dim() != 2:
+        raise RuntimeError(f"{op}: conf_loss must have shape [B, P], got {_shape(conf_loss)}")
+    check_same_device(op, "conf_loss", conf_loss, "labels", labels)
+    _check_labels(op, "labels", labels, conf_loss.shape, "[B, P]")
+    if matched_iou is not None:
+        check_float(op, "matched_iou", matched_iou)
+        check_same_device(op, "conf_loss", conf_loss, "matched_iou", matched_iou)
+        if matched_iou.shape != conf_loss.shape:
+            raise RuntimeError(f"{op}: matched_iou must have shape [B, P] = {_shape(conf_loss)}, "
+                               f"got {_shape(matched_iou)}")
+    if not (math.isfinite(neg_pos_ratio) and neg_pos_ratio >= 0):
+        raise ValueError(f"{op}: neg_pos_ratio must be a finite number >= 0, got {neg_pos_ratio:g}")
+    if not math.isfinite(neg_overlap):
+        raise ValueError(f"{op}: neg_overlap must be finite, got {neg_overlap:g}")
+    return conf_loss.new_empty(conf_loss.shape, dtype=torch.bool)
 # --- NMS family (twins of csrc/ops/nms_checks.h) ---------------------------------------------
 
 _INTS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,

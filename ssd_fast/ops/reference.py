@@ -126,6 +126,9 @@ def ssd_targets(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=DEFAUL
     matched_idx, matched_iou = match_priors(gt_boxes, gt_labels, priors, iou_threshold, mode)
     pos = matched_idx >= 0
     safe = matched_idx.clamp(min=0)
+    if gt_boxes.shape[1] == 0:  # no GT rows at all: nothing to gather from
+        gt_boxes = gt_boxes.new_zeros(gt_boxes.shape[0], 1, 4)
+        gt_labels = gt_labels.new_zeros(gt_labels.shape[0], 1)
     matched_boxes = torch.gather(gt_boxes, 1, safe.unsqueeze(-1).expand(*safe.shape, 4))
     loc = encode_boxes(matched_boxes, priors.expand_as(matched_boxes), variances)
     loc = torch.where(pos.unsqueeze(-1), loc, torch.zeros_like(loc))

@@ -8,81 +8,30 @@
 
 #include "ops/box_checks.h"
 #include "ops/box_math.h"
+#include "ops/cpu/iou_rows.h"
 
 namespace ssd_fast {
 namespace {
-
-// One output row of IoUs against boxes2 held as structure-of-arrays, so that the loop over j
-// is a straight run of min/max/mul/div the compiler turns into SIMD. target_clones builds an
-// AVX2 copy next to the baseline one and picks at load time.
-template <typename T>
-inline void iou_row(T a1, T b1, T a2, T b2, const T* __restrict x1, const T* __restrict y1,
-                    const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
-                    int64_t m, T* __restrict out) {
-  const T area_a = box_area(a1, b1, a2, b2);
-#pragma omp simd
-  for (int64_t j = 0; j < m; ++j) {
-    out[j] = box_iou_one(a1, b1, a2, b2, area_a, x1[j], y1[j], x2[j], y2[j], area[j]);
-  }
-}
-
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define SSD_FAST_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SSD_FAST_CLONES
-#endif
-
-#define SSD_FAST_IOU_ROW(T)                                                                    \
-  SSD_FAST_CLONES void iou_row_##T(T a1, T b1, T a2, T b2, const T* x1, const T* y1,          \
-                                   const T* x2, const T* y2, const T* area, int64_t m, T* out) { \
-    iou_row<T>(a1, b1, a2, b2, x1, y1, x2, y2, area, m, out);                                  \
-  }
-SSD_FAST_IOU_ROW(float)
-SSD_FAST_IOU_ROW(double)
-#undef SSD_FAST_IOU_ROW
-
-inline void iou_row_dispatch(float a1, float b1, float a2, float b2, const float* x1,
-                             const float* y1, const float* x2, const float* y2,
-                             const float* area, int64_t m, float* out) {
-  iou_row_float(a1, b1, a2, b2, x1, y1, x2, y2, area, m, out);
-}
-inline void iou_row_dispatch(double a1, double b1, double a2, double b2, const double* x1,
-                             const double* y1, const double* x2, const double* y2,
-                             const double* area, int64_t m, double* out) {
-  iou_row_double(a1, b1, a2, b2, x1, y1, x2, y2, area, m, out);
-}
 
 template <typename scalar_t>
 void box_iou_kernel(const IouPlan& p, at::Tensor& out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t n = p.n, m = p.m;
-  const int64_t batches2 = p.batched2 ? p.batch : 1;
-  // boxes2 as structure of arrays in the compute type: x1 | y1 | x2 | y2 | area.
-  std::vector<acc_t> soa(5 * batches2 * m);
-  const scalar_t* b2 = p.boxes2.data_ptr<scalar_t>();
-  const int64_t stride5 = batches2 * m;
-  for (int64_t k = 0; k < batches2 * m; ++k) {
-    acc_t c[4];
-    for (int q = 0; q < 4; ++q) c[q] = static_cast<acc_t>(b2[4 * k + q]);
-    for (int q = 0; q < 4; ++q) soa[q * stride5 + k] = c[q];
-    soa[4 * stride5 + k] = box_area(c[0], c[1], c[2], c[3]);
-  }
+  // boxes2 in the compute type as structure of arrays, so each output row is a SIMD loop.
+  const cpu::SoaBoxes<acc_t> soa(p.boxes2.data_ptr<scalar_t>(), (p.batched2 ? p.batch : 1) * m);
+  const cpu::SoaView<acc_t> b2 = soa.view();
   const scalar_t* b1 = p.boxes1.data_ptr<scalar_t>();
   scalar_t* o = out.data_ptr<scalar_t>();
-  const int64_t rows = p.batch * n;
   // About 32k IoUs per task: enough to amortise the thread hand-off.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(m, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.batch * n, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf(std::is_same_v<scalar_t, acc_t> ? 0 : m);
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / n;
       const scalar_t* a = b1 + 4 * (p.batched1 ? r : r % n);
-      const int64_t off = p.batched2 ? b * m : 0;
+      const acc_t box[4] = {static_cast<acc_t>(a[0]), static_cast<acc_t>(a[1]),
+                            static_cast<acc_t>(a[2]), static_cast<acc_t>(a[3])};
       acc_t* dst = std::is_same_v<scalar_t, acc_t> ? reinterpret_cast<acc_t*>(o + r * m) : buf.data();
-      iou_row_dispatch(static_cast<acc_t>(a[0]), static_cast<acc_t>(a[1]),
-                       static_cast<acc_t>(a[2]), static_cast<acc_t>(a[3]), soa.data() + off,
-                       soa.data() + stride5 + off, soa.data() + 2 * stride5 + off,
-                       soa.data() + 3 * stride5 + off, soa.data() + 4 * stride5 + off, m, dst);
+      cpu::iou_row(box, b2.offset(p.batched2 ? (r / n) * m : 0), m, dst);
       if constexpr (!std::is_same_v<scalar_t, acc_t>) {
         for (int64_t j = 0; j < m; ++j) o[r * m + j] = static_cast<scalar_t>(buf[j]);
       }

@@ -1,0 +1,158 @@
+// The IoU row loops. Each is a straight run of min/max/mul/div over structure-of-arrays that
+// gcc vectorises (-fno-trapping-math); target_clones adds an AVX2 copy next to the baseline
+// one, picked when the library loads.
+#include "ops/cpu/iou_rows.h"
+
+namespace ssd_fast {
+namespace cpu {
+namespace {
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define SSD_FAST_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SSD_FAST_CLONES
+#endif
+
+template <typename T>
+inline void iou_row_impl(const T a[4], SoaView<T> b, int64_t m, T* __restrict out) {
+  const T a1 = a[0], b1 = a[1], a2 = a[2], b2 = a[3];
+  const T area_a = box_area(a1, b1, a2, b2);
+  const T* __restrict x1 = b.x1;
+  const T* __restrict y1 = b.y1;
+  const T* __restrict x2 = b.x2;
+  const T* __restrict y2 = b.y2;
+  const T* __restrict area = b.area;
+#pragma omp simd
+  for (int64_t j = 0; j < m; ++j) {
+    out[j] = box_iou_one(a1, b1, a2, b2, area_a, x1[j], y1[j], x2[j], y2[j], area[j]);
+  }
+}
+
+template <typename T>
+inline bool disjoint(const T a[4], const T* chunk) {
+  return !(min_(a[2], chunk[2]) - max_(a[0], chunk[0]) > T(0)) ||
+         !(min_(a[3], chunk[3]) - max_(a[1], chunk[1]) > T(0));
+}
+
+// Per chunk that a overlaps, one fused SIMD pass: IoU, per-prior running best, and per lane a
+// running (max, first index). Skipped chunks are all-zero IoU: they leave best_iou (>= 0)
+// alone and can only contribute a 0 at their first index.
+template <typename T>
+inline T match_row_impl(const T a[4], SoaView<T> b, const T* chunks, int64_t m,
+                        T* __restrict best_iou, int32_t* __restrict best_idx, int32_t idx,
+                        int64_t* argmax) {
+  const T a1 = a[0], b1 = a[1], a2 = a[2], b2 = a[3];
+  const T area_a = box_area(a1, b1, a2, b2);
+  const T* __restrict x1 = b.x1;
+  const T* __restrict y1 = b.y1;
+  const T* __restrict x2 = b.x2;
+  const T* __restrict y2 = b.y2;
+  const T* __restrict area = b.area;
+  constexpr int L = 64 / sizeof(T);  // lanes of independent (max, index) pairs
+  static_assert(kChunk % L == 0);
+  T lmax[L];
+  int64_t larg[L];
+  for (int l = 0; l < L; ++l) {
+    lmax[l] = T(-1);
+    larg[l] = -1;
+  }
+  int64_t first_skipped = -1;
+  for (int64_t j0 = 0; j0 < m; j0 += kChunk) {
+    if (disjoint(a, chunks + 4 * (j0 / kChunk))) {
+      if (first_skipped < 0) first_skipped = j0;
+      continue;
+    }
+    const int64_t end = std::min(m, j0 + kChunk);
+    int64_t j = j0;
+    for (; j + L <= end; j += L) {
+#pragma omp simd
+      for (int l = 0; l < L; ++l) {
+        const int64_t k = j + l;
+        const T v = box_iou_one(a1, b1, a2, b2, area_a, x1[k], y1[k], x2[k], y2[k], area[k]);
+        const bool better = v > best_iou[k];
+        best_iou[k] = better ? v : best_iou[k];
+        best_idx[k] = better ? idx : best_idx[k];
+        const bool up = v > lmax[l];
+        lmax[l] = up ? v : lmax[l];
+        larg[l] = up ? k : larg[l];
+      }
+    }
+    for (; j < end; ++j) {  // the last, partial chunk
+      const T v = box_iou_one(a1, b1, a2, b2, area_a, x1[j], y1[j], x2[j], y2[j], area[j]);
+      if (v > best_iou[j]) {
+        best_iou[j] = v;
+        best_idx[j] = idx;
+      }
+      if (v > lmax[0] || (v == lmax[0] && j < larg[0])) {
+        lmax[0] = v;
+        larg[0] = j;
+      }
+    }
+  }
+  T mx = T(-1);
+  int64_t mi = -1;
+  for (int l = 0; l < L; ++l) {
+    if (larg[l] >= 0 && (lmax[l] > mx || (lmax[l] == mx && larg[l] < mi))) {
+      mx = lmax[l];
+      mi = larg[l];
+    }
+  }
+  if (first_skipped >= 0 && (mx < T(0) || (mx == T(0) && first_skipped < mi))) {
+    mx = T(0);
+    mi = first_skipped;
+  }
+  *argmax = mi;
+  return mx;
+}
+
+template <typename T>
+inline T best_free_row_impl(const T a[4], SoaView<T> b, const T* chunks, int64_t m,
+                            const uint8_t* taken, int64_t* argmax) {
+  const T area_a = box_area(a[0], a[1], a[2], a[3]);
+  T best = T(-1);
+  int64_t bj = -1;
+  for (int64_t j0 = 0; j0 < m; j0 += kChunk) {
+    if (disjoint(a, chunks + 4 * (j0 / kChunk))) continue;
+    for (int64_t j = j0; j < std::min(m, j0 + kChunk); ++j) {
+      if (taken[j]) continue;
+      const T v = box_iou_one(a[0], a[1], a[2], a[3], area_a, b.x1[j], b.y1[j], b.x2[j],
+                              b.y2[j], b.area[j]);
+      if (v > best) {
+        best = v;
+        bj = j;
+      }
+    }
+  }
+  *argmax = bj;
+  return best;
+}
+
+}  // namespace
+
+SSD_FAST_CLONES void iou_row(const float a[4], SoaView<float> b, int64_t m, float* out) {
+  iou_row_impl(a, b, m, out);
+}
+SSD_FAST_CLONES void iou_row(const double a[4], SoaView<double> b, int64_t m, double* out) {
+  iou_row_impl(a, b, m, out);
+}
+SSD_FAST_CLONES float match_row(const float a[4], SoaView<float> b, const float* chunks,
+                                int64_t m, float* best_iou, int32_t* best_idx, int32_t idx,
+                                int64_t* argmax) {
+  return match_row_impl(a, b, chunks, m, best_iou, best_idx, idx, argmax);
+}
+SSD_FAST_CLONES double match_row(const double a[4], SoaView<double> b, const double* chunks,
+                                 int64_t m, double* best_iou, int32_t* best_idx, int32_t idx,
+                                 int64_t* argmax) {
+  return match_row_impl(a, b, chunks, m, best_iou, best_idx, idx, argmax);
+}
+float best_free_row(const float a[4], SoaView<float> b, const float* chunks, int64_t m,
+                    const uint8_t* taken, int64_t* argmax) {
+  return best_free_row_impl(a, b, chunks, m, taken, argmax);
+}
+double best_free_row(const double a[4], SoaView<double> b, const double* chunks, int64_t m,
+                     const uint8_t* taken, int64_t* argmax) {
+  return best_free_row_impl(a, b, chunks, m, taken, argmax);
+}
+
+}  // namespace cpu
+}  // namespace ssd_fast

@@ -1,0 +1,43 @@
+// Per-element math of the training-target ops, shared by the CPU and CUDA kernels.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <math.h>
+
+#include "ops/box_math.h"
+
+namespace ssd_fast {
+
+// Only (prior, GT) pairs with IoU above this exist for bipartite matching (Caffe's epsilon).
+constexpr double kMatchEps = 1e-6;
+
+// IoU given to priors that argmax matching forces onto a GT (as ssd.pytorch does).
+constexpr double kForcedIou = 2.0;
+
+// How many negatives an image with num_pos positives and num_eligible candidates keeps:
+// min(floor(num_pos * neg_pos_ratio), num_eligible).
+SSD_HD int64_t num_negatives(int64_t num_pos, int64_t num_eligible, double neg_pos_ratio) {
+  const double k = floor(static_cast<double>(num_pos) * neg_pos_ratio);
+  return k >= static_cast<double>(num_eligible) ? num_eligible : static_cast<int64_t>(k);
+}
+
+// Order-preserving unsigned keys of losses: a larger loss gives a larger key; every NaN gives
+// the largest key (NaN losses rank first, as in a descending torch.sort). -0.0 == +0.0.
+SSD_HD uint32_t loss_key(float x) {
+  if (x != x) return 0xFFFFFFFFu;
+  if (x == 0.0f) x = 0.0f;
+  uint32_t u;
+  memcpy(&u, &x, sizeof(u));
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+SSD_HD uint64_t loss_key(double x) {
+  if (x != x) return 0xFFFFFFFFFFFFFFFFull;
+  if (x == 0.0) x = 0.0;
+  uint64_t u;
+  memcpy(&u, &x, sizeof(u));
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+}  // namespace ssd_fast

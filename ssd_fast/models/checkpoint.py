@@ -1,0 +1,93 @@
+"""Model builders by name, and checkpoints that rebuild their model alone.
+
+A checkpoint is a ``torch.save``'d dict::
+
+    {"format": "ssd_fast.checkpoint", "version": 1,
+     "config": model.config,            # arch, arch_kwargs, num_classes, classes, priors, ...
+     "state_dict": model.state_dict(),
+     **extra}                           # whatever the caller adds (epoch, optimizer, metrics)
+
+It holds only tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(weights_only=True)``.
+"""
+import os
+import tempfile
+from typing import Any, Callable, Dict
+
+import torch
+
+from .priors import PriorSpec
+from .ssd import SSD
+from .ssdlite import ssdlite
+from .vgg import ssd300_vgg16, ssd512_vgg16
+
+FORMAT, VERSION = "ssd_fast.checkpoint", 1
+MODELS: Dict[str, Callable[..., SSD]] = {
+    "ssd300_vgg16": ssd300_vgg16,
+    "ssd512_vgg16": ssd512_vgg16,
+    "ssdlite": ssdlite,
+}
+_RESERVED = ("format", "version", "config", "state_dict")
+
+
+def build_model(arch: str, **kwargs) -> SSD:
+    """``MODELS[arch](**kwargs)``, e.g. ``build_model("ssdlite", num_classes=4, image_size=128)``."""
+    if arch not in MODELS:
+        raise ValueError(f"arch: unknown model {arch!r}; known: {sorted(MODELS)}")
+    return MODELS[arch](**kwargs)
+
+
+def model_from_config(config: Dict[str, Any]) -> SSD:
+    """Rebuild an (untrained) model from ``SSD.config``."""
+    model = build_model(config["arch"], num_classes=config["num_classes"],
+                        priors=PriorSpec.from_dict(config["priors"]), classes=config.get("classes"),
+                        **config.get("arch_kwargs", {}))
+    model.postprocess_defaults.update(config.get("postprocess_defaults", {}))
+    return model
+
+
+def save_checkpoint(path, model: SSD, **extra) -> None:
+    """Write ``model`` (config + weights) and ``extra`` to ``path`` atomically: into a temporary
+    file in the same directory, flushed to disk, then renamed over ``path``, so an existing
+    file is either kept whole or replaced whole, never left half-written."""
+    if not isinstance(model, SSD):
+        raise TypeError(f"save_checkpoint: model must be an ssd_fast.models.SSD, got {type(model).__name__}")
+    clash = sorted(set(extra) & set(_RESERVED))
+    if clash:
+        raise ValueError(f"save_checkpoint: extra keys {clash} are reserved")
+    payload = {"format": FORMAT, "version": VERSION, "config": model.config,
+               "state_dict": model.state_dict(), **extra}
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+    """The checkpoint dict (module docstring); raises ``ValueError`` if ``path`` is not one."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{os.fspath(path)!r} is not an ssd_fast checkpoint (no format={FORMAT!r}; "
+                         f"a bare state dict? build the model and use load_state_dict)")
+    if ckpt.get("version") != VERSION:
+        raise ValueError(f"{os.fspath(path)!r}: checkpoint version {ckpt.get('version')!r}, this "
+                         f"ssd_fast reads version {VERSION}")
+    return ckpt
+
+
+def load_model(path, device="cpu") -> SSD:
+    """The model saved at ``path`` (architecture, classes, priors and weights), on ``device``,
+    in eval mode."""
+    ckpt = load_checkpoint(path, map_location=device)
+    model = model_from_config(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()

@@ -1,0 +1,112 @@
+"""MultiBoxLoss (SPEC §3): ``ssd_targets`` + smooth L1 over positives + softmax cross-entropy over
+positives and hard-mined negatives (``hard_negative_mining``), both over the batch's positives."""
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssd_fast.ops import hard_negative_mining, ssd_targets
+
+from .priors import DEFAULT_VARIANCES
+
+MODES = ("bipartite", "argmax")
+
+
+class MultiBoxLoss(nn.Module):
+    """The SSD training loss (Liu et al. 2016, eq. 1 with alpha = 1).
+
+    Args:
+        priors: ``[P, 4]`` normalized corners (a buffer here: ``.to(device)`` moves it).
+        num_classes: classes including the background (class 0).
+        neg_pos_ratio: negatives kept per positive, per image.
+        iou_threshold: matching threshold of ``ssd_targets``.
+        variances: box-coding variances.
+        mode: ``"bipartite"`` (Caffe) or ``"argmax"`` (ssd.pytorch, torchvision) matching.
+
+    ``forward(loc, conf_logits, gt_boxes, gt_labels) -> (loc_loss, conf_loss)``:
+
+    - ``loc [B, P, 4]``, ``conf_logits [B, P, C]``: the model's outputs (any float dtype;
+      float16/bfloat16 are upcast, the loss is computed in float32 (float64 stays float64),
+      so it is finite under autocast).
+    - ``gt_boxes [B, G, 4]`` normalized corners, ``gt_labels [B, G]`` int64 in 1..C-1;
+      padding rows have a negative label (images with fewer boxes).
+    - ``loc_loss``: smooth L1 (beta 1) between ``loc`` and the encoded matched GT, summed
+      over positive priors; ``conf_loss``: softmax cross-entropy summed over positives and the
+      negatives ``hard_negative_mining`` selects, ranked by background cross-entropy
+      ``-log softmax(conf)[0]``. Both are divided by the number of positives in the whole
+      batch (by 1 when there is none: then both are 0, with zero gradients). Scalars in the
+      compute dtype; the total loss is their sum. Targets are computed in the priors' dtype
+      (float32).
+    """
+
+    def __init__(self, priors: Tensor, num_classes: int, neg_pos_ratio: float = 3.0,
+                 iou_threshold: float = 0.5, variances: Sequence[float] = DEFAULT_VARIANCES,
+                 mode: str = "bipartite"):
+        super().__init__()
+        if not isinstance(priors, Tensor) or priors.dim() != 2 or priors.shape[1] != 4:
+            got = tuple(priors.shape) if isinstance(priors, Tensor) else type(priors).__name__
+            raise ValueError(f"MultiBoxLoss: priors must be a [P, 4] tensor, got {got}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"MultiBoxLoss: num_classes must be an int >= 2, got {num_classes!r}")
+        if not neg_pos_ratio >= 0:
+            raise ValueError(f"MultiBoxLoss: neg_pos_ratio must be >= 0, got {neg_pos_ratio!r}")
+        if not 0 <= iou_threshold <= 1:
+            raise ValueError(f"MultiBoxLoss: iou_threshold must be in [0, 1], got {iou_threshold!r}")
+        if mode not in MODES:
+            raise ValueError(f"MultiBoxLoss: mode must be one of {MODES}, got {mode!r}")
+        self.register_buffer("priors", priors.detach().float(), persistent=False)
+        self.num_classes = num_classes
+        self.neg_pos_ratio = float(neg_pos_ratio)
+        self.iou_threshold = float(iou_threshold)
+        self.variances = tuple(float(v) for v in variances)
+        self.mode = mode
+
+    @classmethod
+    def for_model(cls, model, **kwargs) -> "MultiBoxLoss":
+        """The loss for an :class:`~ssd_fast.models.SSD`: its priors, classes and variances."""
+        kwargs.setdefault("variances", model.variances)
+        return cls(model.priors, model.num_classes, **kwargs)
+
+    def _check(self, loc, conf_logits, gt_boxes, gt_labels):
+        P, C = self.priors.shape[0], self.num_classes
+        if loc.dim() != 3 or loc.shape[1:] != (P, 4):
+            raise ValueError(f"MultiBoxLoss: loc must be [B, {P}, 4], got {tuple(loc.shape)}")
+        if conf_logits.dim() != 3 or conf_logits.shape[1:] != (P, C):
+            raise ValueError(f"MultiBoxLoss: conf_logits must be [B, {P}, num_classes={C}], got "
+                             f"{tuple(conf_logits.shape)}")
+        B = loc.shape[0]
+        if conf_logits.shape[0] != B:
+            raise ValueError(f"MultiBoxLoss: conf_logits must have loc's batch size {B}, got "
+                             f"{tuple(conf_logits.shape)}")
+        if gt_boxes.dim() != 3 or gt_boxes.shape[0] != B or gt_boxes.shape[2] != 4:
+            raise ValueError(f"MultiBoxLoss: gt_boxes must be [B={B}, G, 4], got {tuple(gt_boxes.shape)}")
+        if gt_labels.shape != gt_boxes.shape[:2] or gt_labels.dtype.is_floating_point:
+            raise ValueError(f"MultiBoxLoss: gt_labels must be integer [B, G] = {tuple(gt_boxes.shape[:2])}, "
+                             f"got {gt_labels.dtype} {tuple(gt_labels.shape)}")
+        # reading the labels back would synchronise a CUDA stream: checked on the CPU only
+        if gt_labels.device.type == "cpu" and gt_labels.numel() and int(gt_labels.max()) >= C:
+            raise ValueError(f"MultiBoxLoss: gt_labels must be < num_classes={C}, got {int(gt_labels.max())}")
+
+    def forward(self, loc: Tensor, conf_logits: Tensor, gt_boxes: Tensor,
+                gt_labels: Tensor) -> Tuple[Tensor, Tensor]:
+        self._check(loc, conf_logits, gt_boxes, gt_labels)
+        loc_t, labels, _ = ssd_targets(gt_boxes.to(self.priors.dtype), gt_labels.long(), self.priors,
+                                       self.iou_threshold, self.variances, self.mode)
+        pos = labels > 0
+        num_pos = pos.sum().clamp(min=1)
+        # Few passes over [B, P(, C)]: one log_softmax (torch.logsumexp is several times slower
+        # on CPU for small C), two gathers, then masked sums; no boolean indexing, so no host
+        # synchronisation on CUDA.
+        logp = F.log_softmax(conf_logits.to(torch.promote_types(conf_logits.dtype, torch.float32)), -1)
+        background_ce = logp[..., 0].neg().detach()  # -log p(background): the mining rank
+        mask = hard_negative_mining(background_ce, labels, self.neg_pos_ratio)
+        target_logp = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        conf_loss = torch.where(mask, target_logp, 0.0).sum().neg() / num_pos
+
+        loc = loc.to(torch.promote_types(loc.dtype, torch.float32))
+        loc_t = loc_t.to(loc.dtype)
+        # off the positives, compare the targets with themselves: zero loss and zero gradient
+        loc_loss = F.smooth_l1_loss(torch.where(pos.unsqueeze(-1), loc, loc_t), loc_t, beta=1.0,
+                                    reduction="sum") / num_pos
+        return loc_loss, conf_loss
