@@ -201,7 +201,7 @@ def _nms_cases():
             # torchvision's CPU loop takes ~3 s at 100k random boxes: CUDA only there
             devices = ("cuda",) if (n, kind) == (100_000, "random") else ("cpu", "cuda")
             out.append(Case("nms", f"{n // 1000}k-{kind}" if n % 1000 == 0 else f"{n}-{kind}",
-                            make, impls, _same_keep, devices))
+                            make, impls, _same_keep, devices=devices))
     return out
 
 
@@ -279,7 +279,7 @@ def _ssd_postprocess_cases():
         # torchvision takes ~0.3 s per image and 21 classes on 2 CPU threads, 4x that with 81
         devices = ("cpu", "cuda") if batch <= 8 and classes == 21 else ("cuda",)
         out.append(Case("ssd_postprocess", f"{batch}x8732x{classes}", make, impls,
-                        _detections_match, devices))
+                        _detections_match, devices=devices))
     return out
 
 
