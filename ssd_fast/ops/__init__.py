@@ -237,8 +237,8 @@ def ssd_postprocess(loc: Tensor, conf_logits: Tensor, priors: Tensor,
     the input dtype before they are ranked, as those ops would return them. The softmax is
     computed here with an exp of its own (within 2 ulp of ``torch.exp``), the same on CPU and
     CUDA so that both devices rank the same probabilities; a probability may differ from
-    ``torch.softmax``'s by a few ulps (both are that far from the exact value). A row of logits with a NaN (or +inf) gives NaN
-    probabilities, which are never candidates.
+    ``torch.softmax``'s by a few ulps (both are that far from the exact value). A row of
+    logits with a NaN (or +inf) gives NaN probabilities, which are never candidates.
 
     Args:
         loc: ``[B, P, 4]`` encoded offsets; conf_logits: ``[B, P, C]``; priors: ``[P, 4]``

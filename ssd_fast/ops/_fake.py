@@ -204,7 +204,8 @@ def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
 def _check_detection_params(op, c, p, score_threshold, iou_threshold, topk_per_class,
                             max_detections, background_class):
     if math.isnan(score_threshold):
-        raise ValueError(f"{op}: score_threshold must be a number, got {format(score_threshold, 'g')}")
+        raise ValueError(f"{op}: score_threshold must be a number, "
+                         f"got {format(score_threshold, 'g')}")
     check_iou_threshold(op, iou_threshold)
     if not (topk_per_class > 0 or topk_per_class == -1):
         raise ValueError(f"{op}: topk_per_class must be positive or -1 (no limit), "

@@ -30,6 +30,8 @@ namespace {
 #else
 #define SSD_FAST_CLONES
 #endif
+// Inlined into each target_clones copy, so that its loops are compiled for that target.
+#define SSD_FAST_INLINE inline __attribute__((always_inline))
 
 // ---------------------------------------------------------------------------------------------
 // Sorting
@@ -96,16 +98,16 @@ std::vector<int64_t> rank_order(const scalar_t* scores, int64_t n) {
 template <typename T>
 using flag_t = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
 
-// Marks dead every box j of the m given whose IoU with box a exceeds thr; returns how many
-// were alive before. One SIMD loop; target_clones adds an AVX2 copy picked at load time.
+// Marks dead every box j in [lo, hi) whose IoU with box a exceeds thr; returns how many were
+// alive before. One SIMD loop.
 template <typename T>
-inline int64_t suppress_impl(T a1, T b1, T a2, T b2, T area_a, const T* __restrict x1,
-                             const T* __restrict y1, const T* __restrict x2,
-                             const T* __restrict y2, const T* __restrict area,
-                             flag_t<T>* __restrict dead, int64_t m, T thr) {
+SSD_FAST_INLINE int64_t suppress_range(T a1, T b1, T a2, T b2, T area_a, const T* __restrict x1,
+                              const T* __restrict y1, const T* __restrict x2,
+                              const T* __restrict y2, const T* __restrict area,
+                              flag_t<T>* __restrict dead, int64_t lo, int64_t hi, T thr) {
   flag_t<T> newly = 0;
 #pragma omp simd reduction(+ : newly)
-  for (int64_t j = 0; j < m; ++j) {
+  for (int64_t j = lo; j < hi; ++j) {
     const T iou = box_iou_one(a1, b1, a2, b2, area_a, x1[j], y1[j], x2[j], y2[j], area[j]);
     const flag_t<T> s = iou > thr ? 1 : 0;
     newly += s & (dead[j] ^ 1);
@@ -114,36 +116,92 @@ inline int64_t suppress_impl(T a1, T b1, T a2, T b2, T area_a, const T* __restri
   return newly;
 }
 
-#define SSD_FAST_SUPPRESS(T)                                                                  \
-  SSD_FAST_CLONES int64_t suppress_##T(T a1, T b1, T a2, T b2, T area_a, const T* x1,          \
-                                       const T* y1, const T* x2, const T* y2, const T* area,  \
-                                       flag_t<T>* dead, int64_t m, T thr) {                   \
-    return suppress_impl<T>(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);      \
-  }
-SSD_FAST_SUPPRESS(float)
-SSD_FAST_SUPPRESS(double)
-#undef SSD_FAST_SUPPRESS
+// The same over [0, m) without a scalar remainder: the last partial vector is redone as a
+// whole vector ending at m. Marking dead is idempotent and only newly dead boxes are counted,
+// so the overlap changes nothing.
+constexpr int64_t kLanes = 8;
 
-inline int64_t suppress(float a1, float b1, float a2, float b2, float area_a, const float* x1,
-                        const float* y1, const float* x2, const float* y2, const float* area,
-                        int32_t* dead, int64_t m, float thr) {
-  return suppress_float(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);
+template <typename T>
+SSD_FAST_INLINE int64_t suppress(T a1, T b1, T a2, T b2, T area_a, const T* x1, const T* y1,
+                                 const T* x2, const T* y2, const T* area, flag_t<T>* dead,
+                                 int64_t m, T thr) {
+  const int64_t body = m - m % kLanes;
+  int64_t newly = suppress_range(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, 0, body, thr);
+  if (body < m) {
+    const int64_t lo = m >= kLanes ? m - kLanes : body;
+    newly += suppress_range(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, lo, m, thr);
+  }
+  return newly;
 }
-inline int64_t suppress(double a1, double b1, double a2, double b2, double area_a,
-                        const double* x1, const double* y1, const double* x2, const double* y2,
-                        const double* area, int64_t* dead, int64_t m, double thr) {
-  return suppress_double(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, m, thr);
+
+// Greedy NMS over n boxes in rank order, structure of arrays (clobbered: live boxes are
+// compacted, ids move along). Writes the ids of the kept boxes, in rank order, to kept[] and
+// returns their count. The first live box is kept; one pass marks dead the later boxes it
+// overlaps; dead boxes are compacted away once more than half of the range is dead.
+template <typename T>
+SSD_FAST_INLINE int64_t greedy_impl(T* x1, T* y1, T* x2, T* y2, T* area, int64_t* id,
+                                    flag_t<T>* dead, int64_t n, T thr, int64_t* kept) {
+  std::fill(dead, dead + n, flag_t<T>(0));
+  int64_t count = 0, begin = 0, end = n, dead_in_range = 0;
+  while (begin < end) {  // invariant: box `begin` is alive, so it is kept
+    kept[count++] = id[begin];
+    const int64_t b = begin++;
+    dead_in_range += suppress(x1[b], y1[b], x2[b], y2[b], area[b], x1 + begin, y1 + begin,
+                              x2 + begin, y2 + begin, area + begin, dead + begin, end - begin,
+                              thr);
+    while (begin < end && dead[begin]) {
+      ++begin;
+      --dead_in_range;
+    }
+    if (dead_in_range > 32 && 2 * dead_in_range > end - begin) {  // compact the live boxes
+      int64_t w = begin;
+      for (int64_t j = begin; j < end; ++j) {
+        if (!dead[j]) {
+          x1[w] = x1[j];
+          y1[w] = y1[j];
+          x2[w] = x2[j];
+          y2[w] = y2[j];
+          area[w] = area[j];
+          id[w] = id[j];
+          dead[w++] = 0;
+        }
+      }
+      end = w;
+      dead_in_range = 0;
+    }
+  }
+  return count;
+}
+
+// One entry point per type, target_clones'd (an AVX2 copy picked at load time) as a whole, so
+// that the SIMD pass inlines and the dispatch happens once per NMS, not once per kept box.
+#define SSD_FAST_GREEDY(T)                                                                     \
+  SSD_FAST_CLONES int64_t greedy_##T(T* x1, T* y1, T* x2, T* y2, T* area, int64_t* id,          \
+                                     flag_t<T>* dead, int64_t n, T thr, int64_t* kept) {       \
+    return greedy_impl<T>(x1, y1, x2, y2, area, id, dead, n, thr, kept);                       \
+  }
+SSD_FAST_GREEDY(float)
+SSD_FAST_GREEDY(double)
+#undef SSD_FAST_GREEDY
+
+inline int64_t greedy(float* x1, float* y1, float* x2, float* y2, float* area, int64_t* id,
+                      int32_t* dead, int64_t n, float thr, int64_t* kept) {
+  return greedy_float(x1, y1, x2, y2, area, id, dead, n, thr, kept);
+}
+inline int64_t greedy(double* x1, double* y1, double* x2, double* y2, double* area, int64_t* id,
+                      int64_t* dead, int64_t n, double thr, int64_t* kept) {
+  return greedy_double(x1, y1, x2, y2, area, id, dead, n, thr, kept);
 }
 
 // Boxes in rank order, compute type T, plus an id per box (what the caller wants back).
 template <typename T>
 struct BoxArrays {
   std::vector<T> x1, y1, x2, y2, area;
-  std::vector<int64_t> id;
+  std::vector<int64_t> id, kept;
   std::vector<flag_t<T>> dead;
 
   explicit BoxArrays(int64_t n)
-      : x1(n), y1(n), x2(n), y2(n), area(n), id(n), dead(n) {}
+      : x1(n), y1(n), x2(n), y2(n), area(n), id(n), kept(n), dead(n) {}
 
   template <typename scalar_t>
   void set(int64_t i, const scalar_t* box, int64_t box_id) {
@@ -153,15 +211,6 @@ struct BoxArrays {
     y2[i] = static_cast<T>(box[3]);
     area[i] = box_area(x1[i], y1[i], x2[i], y2[i]);
     id[i] = box_id;
-  }
-
-  void move(int64_t from, int64_t to) {
-    x1[to] = x1[from];
-    y1[to] = y1[from];
-    x2[to] = x2[from];
-    y2[to] = y2[from];
-    area[to] = area[from];
-    id[to] = id[from];
   }
 };
 
@@ -175,31 +224,10 @@ void greedy_nms(BoxArrays<T>& a, int64_t first, int64_t n, T thr, Keep&& keep) {
     for (int64_t i = first; i < first + n; ++i) keep(a.id[i]);
     return;
   }
-  flag_t<T>* dead = a.dead.data();
-  std::fill(dead + first, dead + first + n, flag_t<T>(0));
-  int64_t begin = first, end = first + n, dead_in_range = 0;
-  while (begin < end) {  // invariant: box `begin` is alive, so it is kept
-    keep(a.id[begin]);
-    const int64_t b = begin++;
-    dead_in_range += suppress(a.x1[b], a.y1[b], a.x2[b], a.y2[b], a.area[b], a.x1.data() + begin,
-                              a.y1.data() + begin, a.x2.data() + begin, a.y2.data() + begin,
-                              a.area.data() + begin, dead + begin, end - begin, thr);
-    while (begin < end && dead[begin]) {
-      ++begin;
-      --dead_in_range;
-    }
-    if (dead_in_range > 32 && 2 * dead_in_range > end - begin) {  // compact the live boxes
-      int64_t w = begin;
-      for (int64_t j = begin; j < end; ++j) {
-        if (!dead[j]) {
-          a.move(j, w);
-          dead[w++] = 0;
-        }
-      }
-      end = w;
-      dead_in_range = 0;
-    }
-  }
+  const int64_t count = greedy(a.x1.data() + first, a.y1.data() + first, a.x2.data() + first,
+                               a.y2.data() + first, a.area.data() + first, a.id.data() + first,
+                               a.dead.data() + first, n, thr, a.kept.data() + first);
+  for (int64_t i = first; i < first + count; ++i) keep(a.kept[i]);
 }
 
 at::Tensor to_tensor(const std::vector<int64_t>& v) {
@@ -293,7 +321,7 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
 constexpr int64_t kTilePriors = 64;  // priors per tile: C * 64 values stay in L1
 
 template <typename T>
-inline void make_keys_impl(const T* __restrict s, int64_t n, T threshold,
+SSD_FAST_INLINE void make_keys_impl(const T* __restrict s, int64_t n, T threshold,
                            skey_t<T>* __restrict out) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) out[j] = s[j] > threshold ? desc_key(s[j]) : excluded_key<T>();
@@ -304,8 +332,8 @@ inline void make_keys_impl(const T* __restrict s, int64_t n, T threshold,
 // kernel: m = max over c (max_, c ascending), e_c = exp_det(l_c - m), sum += e_c (c ascending),
 // p_c = e_c / sum. Vectorised across the priors of the tile.
 template <typename T>
-inline void softmax_tile_impl(T* __restrict l, T* __restrict m, T* __restrict sum, int64_t c_n,
-                              int64_t n) {
+SSD_FAST_INLINE void softmax_tile_impl(T* __restrict l, T* __restrict m, T* __restrict sum,
+                                       int64_t c_n, int64_t n) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) m[j] = l[j];
   for (int64_t c = 1; c < c_n; ++c) {
@@ -339,8 +367,12 @@ SSD_FAST_TILE_FNS(float)
 SSD_FAST_TILE_FNS(double)
 #undef SSD_FAST_TILE_FNS
 
-inline void make_keys(const float* s, int64_t n, float t, uint32_t* out) { make_keys_float(s, n, t, out); }
-inline void make_keys(const double* s, int64_t n, double t, uint64_t* out) { make_keys_double(s, n, t, out); }
+inline void make_keys(const float* s, int64_t n, float t, uint32_t* out) {
+  make_keys_float(s, n, t, out);
+}
+inline void make_keys(const double* s, int64_t n, double t, uint64_t* out) {
+  make_keys_double(s, n, t, out);
+}
 inline void softmax_tile(float* l, float* m, float* sum, int64_t c_n, int64_t n) {
   softmax_tile_float(l, m, sum, c_n, n);
 }
@@ -371,7 +403,9 @@ struct Tile {
       acc_t* row = buf.data() + pl.class_of(s) * n;
       if constexpr (!std::is_same_v<scalar_t, acc_t>) {
         if (round) {
-          for (int64_t j = 0; j < n; ++j) row[j] = static_cast<acc_t>(static_cast<scalar_t>(row[j]));
+          for (int64_t j = 0; j < n; ++j) {
+            row[j] = static_cast<acc_t>(static_cast<scalar_t>(row[j]));
+          }
         }
       }
       make_keys(row, n, threshold, keys + (b * pl.segments_per_image + s) * pl.p + p0);
@@ -441,7 +475,8 @@ struct BoxSource {  // boxes[b, p] or boxes[b, p, c] as 4 contiguous values
 };
 
 template <typename scalar_t>
-void multiclass_core(const MulticlassPlan& pl, const std::vector<skey_t<at::opmath_type<scalar_t>>>& keys,
+void multiclass_core(const MulticlassPlan& pl,
+                     const std::vector<skey_t<at::opmath_type<scalar_t>>>& keys,
                      const BoxSource<scalar_t>& boxes, double iou_threshold, Detections& out) {
   using acc_t = at::opmath_type<scalar_t>;
   using ck_t = ckey_t<acc_t>;
@@ -493,7 +528,8 @@ void multiclass_core(const MulticlassPlan& pl, const std::vector<skey_t<at::opma
           const uint32_t low = low_of(merged[i]);
           const int64_t c = low / P, p = low % P;
           std::copy_n(boxes.at(b, p, c), 4, row);
-          os[b * K + i] = static_cast<scalar_t>(from_desc_key<acc_t>(score_key_of<acc_t>(merged[i])));
+          const acc_t score = from_desc_key<acc_t>(score_key_of<acc_t>(merged[i]));
+          os[b * K + i] = static_cast<scalar_t>(score);
           ol[b * K + i] = c;
         } else {
           std::fill_n(row, 4, scalar_t(0));
@@ -517,7 +553,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cpu(
                                                 topk_per_class, max_detections, background_class);
   Detections out = empty_detections(pl, boxes.options());
   const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "multiclass_nms", [&] {
+  const auto dtype = b.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "multiclass_nms", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t st = threshold_below<acc_t>(score_threshold);
     const scalar_t* sp = s.data_ptr<scalar_t>();
@@ -544,7 +581,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cpu(
   Detections out = empty_detections(pl, loc.options());
   const at::Tensor l = loc.contiguous(), cl = conf_logits.contiguous(), pr = priors.contiguous();
   at::Tensor decoded = at::empty({pl.b, pl.p, 4}, loc.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.scalar_type(), "ssd_postprocess", [&] {
+  const auto dtype = l.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssd_postprocess", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t st = threshold_below<acc_t>(score_threshold);
     const acc_t v[4] = {acc_t(variances[0]), acc_t(variances[1]), acc_t(variances[2]),

@@ -62,7 +62,8 @@ __device__ __forceinline__ Box4<T> load_box(const scalar_t* p) {
 }
 
 inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 65536) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min((n + threads - 1) / threads, max_blocks)));
+  const int64_t blocks = std::min((n + threads - 1) / threads, max_blocks);
+  return static_cast<unsigned>(std::max<int64_t>(1, blocks));
 }
 
 template <typename Fn>
@@ -201,7 +202,9 @@ __global__ void __launch_bounds__(64) chunk_mask_kernel(
   __shared__ Box4<T> col[64];
   const int32_t j0 = cb * 64;
   const int32_t cols = min(64, len - j0);
-  if (static_cast<int32_t>(threadIdx.x) < cols) col[threadIdx.x] = boxes[chunk_begin + j0 + threadIdx.x];
+  if (static_cast<int32_t>(threadIdx.x) < cols) {
+    col[threadIdx.x] = boxes[chunk_begin + j0 + threadIdx.x];
+  }
   __syncthreads();
   const int32_t i = rb * 64 + threadIdx.x;
   if (i >= len || ((removed[rb] >> threadIdx.x) & 1)) return;
@@ -606,7 +609,8 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kSegThreads) segment_nms_kernel(
     const skey_t<at::opmath_type<scalar_t>>* __restrict__ keys, BoxSource<scalar_t> src,
     SegmentLayout lay, at::opmath_type<scalar_t> thr, int64_t keys_bytes, int64_t boxes_bytes,
-    int64_t seg_bytes, unsigned char* __restrict__ global_scratch, ckey_t<at::opmath_type<scalar_t>>* __restrict__ kept_keys,
+    int64_t seg_bytes, unsigned char* __restrict__ global_scratch,
+    ckey_t<at::opmath_type<scalar_t>>* __restrict__ kept_keys,
     int32_t* __restrict__ kept_count) {
   using T = at::opmath_type<scalar_t>;
   using CK = ckey_t<T>;
@@ -709,7 +713,8 @@ __global__ void __launch_bounds__(kSegThreads) merge_detections_kernel(
       const int64_t c = low / lay.p, p = low % lay.p;
       const scalar_t* box = src.at(b, p, c);
       for (int q = 0; q < 4; ++q) row[q] = box[q];
-      out_scores[b * lay.max_det + i] = static_cast<scalar_t>(from_desc_key<T>(score_key_of<T>(sel[i])));
+      const T score = from_desc_key<T>(score_key_of<T>(sel[i]));
+      out_scores[b * lay.max_det + i] = static_cast<scalar_t>(score);
       out_labels[b * lay.max_det + i] = c;
     } else {
       for (int q = 0; q < 4; ++q) row[q] = scalar_t(0);
@@ -730,8 +735,10 @@ void multiclass_core_cuda(const MulticlassPlan& pl, const at::Tensor& keys,
   const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
   const int64_t segments = pl.b * pl.segments_per_image;
   const auto bytes = keys.options().dtype(at::kByte);
-  at::Tensor kept_keys = at::empty({std::max<int64_t>(1, segments * pl.topk * int64_t(sizeof(CK)))}, bytes);
-  at::Tensor kept_count = at::zeros({std::max<int64_t>(1, segments)}, keys.options().dtype(at::kInt));
+  at::Tensor kept_keys =
+      at::empty({std::max<int64_t>(1, segments * pl.topk * int64_t(sizeof(CK)))}, bytes);
+  at::Tensor kept_count =
+      at::zeros({std::max<int64_t>(1, segments)}, keys.options().dtype(at::kInt));
   if (segments > 0 && pl.p > 0) {
     const SegmentScratch<T> sc(pl.topk);
     const bool in_smem = sc.bytes() <= int64_t(kMaxSmem);
@@ -834,7 +841,9 @@ __global__ void decode_softmax_keys_kernel(
       d[q] = static_cast<T>(priors[4 * p + q]);
     }
     decode_one(x, d, v, y);
-    for (int q = 0; q < 4; ++q) decoded[4 * bp + q] = static_cast<scalar_t>(clip ? clip01(y[q]) : y[q]);
+    for (int q = 0; q < 4; ++q) {
+      decoded[4 * bp + q] = static_cast<scalar_t>(clip ? clip01(y[q]) : y[q]);
+    }
     const scalar_t* l = logits + bp * c_n;
     T m = static_cast<T>(l[0]);
     for (int64_t c = 1; c < c_n; ++c) m = max_(m, static_cast<T>(l[c]));
@@ -860,7 +869,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cuda(
   const at::Tensor l = loc.contiguous(), cl = conf_logits.contiguous(), pr = priors.contiguous();
   at::Tensor decoded = at::empty({pl.b, pl.p, 4}, loc.options());
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.scalar_type(), "ssd_postprocess", [&] {
+  const auto dtype = l.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssd_postprocess", [&] {
     using T = at::opmath_type<scalar_t>;
     const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
     const int64_t total = pl.b * pl.segments_per_image * pl.p;
