@@ -38,4 +38,12 @@ TORCH_LIBRARY(ssd_fast, m) {
         "float[] variances, str mode) -> (Tensor, Tensor, Tensor)");
   m.def("hard_negative_mining(Tensor conf_loss, Tensor labels, float neg_pos_ratio, "
         "Tensor? matched_iou, float neg_overlap) -> Tensor");
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  m.def("multiclass_nms(Tensor boxes, Tensor scores, float score_threshold, float iou_threshold, "
+        "int topk_per_class, int max_detections, int background_class) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("ssd_postprocess(Tensor loc, Tensor conf_logits, Tensor priors, float[] variances, "
+        "bool clip, float score_threshold, float iou_threshold, int topk_per_class, "
+        "int max_detections, int background_class) -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -32,6 +32,17 @@ def _torchvision():
         return None
 
 
+def clustered_boxes(n, clusters, device="cpu", dtype=torch.float32, generator=None):
+    """Boxes jittered around `clusters` objects in [0, 1] (what a detector emits before NMS):
+    heavy overlaps, so NMS suppresses most of them."""
+    centre = torch.rand(clusters, 2, generator=generator) * 0.9 + 0.05
+    size = torch.rand(clusters, 2, generator=generator) * 0.2 + 0.05
+    which = torch.randint(0, clusters, (n,), generator=generator)
+    c = centre[which] + torch.randn(n, 2, generator=generator) * 0.01
+    s = size[which] * (1 + 0.1 * torch.randn(n, 2, generator=generator))
+    return torch.cat([c - s / 2, c + s / 2], -1).to(device=device, dtype=dtype)
+
+
 @dataclass
 class Case:
     op: str
@@ -42,6 +53,7 @@ class Case:
     # Replaces the comparison of every implementation with ssd_fast, where they compute
     # different things (ssd_fast's default bipartite matching vs torchvision's argmax).
     verify: Optional[Callable] = None
+    devices: tuple = ("cpu", "cuda")  # where it runs (CPU timings of torchvision can take minutes)
 
     @property
     def name(self):
@@ -169,8 +181,113 @@ def _mining_cases():
                  check=lambda out, ref: torch.testing.assert_close(out, ref, rtol=0, atol=0))]
 
 
+def _same_keep(out, ref):
+    torch.testing.assert_close(out.cpu(), ref.cpu(), rtol=0, atol=0)
+
+
+def _nms_cases():
+    tv = _torchvision()
+    out = []
+    for n in (1000, 5000, 8732, 20000, 100_000):
+        for kind in ("random", "clustered"):
+            def make(device, n=n, kind=kind):
+                g = torch.Generator().manual_seed(0)
+                boxes = (random_boxes(n, generator=g) if kind == "random"
+                         else clustered_boxes(n, max(1, n // 100), generator=g))
+                return boxes.to(device), torch.rand(n, generator=g).to(device), 0.5
+            impls = {"ssd_fast": ops.nms}
+            if tv is not None:
+                impls["torchvision"] = tv.ops.nms
+            if n <= 1000:  # the reference is a Python loop over the kept boxes
+                impls["reference"] = reference.nms
+            # torchvision's CPU loop takes ~3 s at 100k random boxes: CUDA only there
+            devices = ("cuda",) if (n, kind) == (100_000, "random") else ("cpu", "cuda")
+            out.append(Case("nms", f"{n // 1000}k-{kind}" if n % 1000 == 0 else f"{n}-{kind}",
+                            make, impls, _same_keep, devices=devices))
+    return out
+
+
+def _same_batched_keep(out, ref):
+    """torchvision's batched_nms sorts its result unstably: equal scores may be swapped."""
+    out, ref = out.cpu(), ref.cpu()
+    torch.testing.assert_close(out.sort().values, ref.sort().values, rtol=0, atol=0)
+
+
+def _batched_nms_cases():
+    tv = _torchvision()
+    out = []
+    for n in (8732, 50_000, 200_000):  # around 100 objects, 80 classes
+        def make(device, n=n):
+            g = torch.Generator().manual_seed(0)
+            boxes = clustered_boxes(n, 100, generator=g)
+            return (boxes.to(device), torch.rand(n, generator=g).to(device),
+                    torch.randint(0, 80, (n,), generator=g).to(device), 0.5)
+        impls = {"ssd_fast": ops.batched_nms}
+        if tv is not None:
+            impls["torchvision"] = tv.ops.batched_nms
+        out.append(Case("batched_nms", f"{n}x80cls" if n < 10000 else f"{n // 1000}kx80cls",
+                        make, impls, _same_batched_keep))
+    return out
+
+
+_TV_SSD = None
+
+
+def _tv_ssd():
+    """torchvision's SSD300 (no weights): only its postprocess_detections is used."""
+    global _TV_SSD
+    if _TV_SSD is None:
+        _TV_SSD = _torchvision().models.detection.ssd300_vgg16(weights=None,
+                                                               weights_backbone=None).eval()
+    return _TV_SSD
+
+
+def _detections_match(out, ref, size=300.0):
+    """ours (padded tensors, normalised boxes) against torchvision's list of dicts (pixels):
+    same counts and labels, boxes and scores up to rounding."""
+    boxes, scores, labels, num = (t.cpu() for t in out)
+    for i, det in enumerate(ref):
+        k = len(det["scores"])
+        assert int(num[i]) == k
+        torch.testing.assert_close(labels[i, :k], det["labels"].cpu(), rtol=0, atol=0)
+        torch.testing.assert_close(scores[i, :k], det["scores"].cpu(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(boxes[i, :k] * size, det["boxes"].cpu(), rtol=0, atol=1e-3)
+
+
+def _ssd_postprocess_cases():
+    tv = _torchvision()
+    out = []
+    for batch, classes in ((1, 21), (8, 21), (32, 21), (1, 81), (8, 81), (32, 81)):
+        def make(device, batch=batch, classes=classes):
+            g = torch.Generator().manual_seed(0)
+            loc = torch.randn(batch, 8732, 4, generator=g) * 0.5
+            logits = torch.randn(batch, 8732, classes, generator=g)
+            priors = random_boxes(8732, generator=g)
+            return (loc.to(device), logits.to(device), priors.to(device),
+                    [(priors * 300).to(device)] * batch)
+
+        def ours(loc, logits, priors, anchors):
+            return ops.ssd_postprocess(loc, logits, priors, clip=True)
+
+        impls = {"ssd_fast": ours}
+        if tv is not None:
+            def tv_postprocess(loc, logits, priors, anchors):
+                with torch.no_grad():
+                    return _tv_ssd().postprocess_detections(
+                        {"bbox_regression": loc, "cls_logits": logits}, anchors,
+                        [(300, 300)] * len(anchors))
+            impls["torchvision"] = tv_postprocess
+        # (no reference: its per-image, per-class Python loop takes about a second per image)
+        # torchvision takes ~0.3 s per image and 21 classes on 2 CPU threads, 4x that with 81
+        devices = ("cpu", "cuda") if batch <= 8 and classes == 21 else ("cuda",)
+        out.append(Case("ssd_postprocess", f"{batch}x8732x{classes}", make, impls,
+                        _detections_match, devices=devices))
+    return out
+
+
 def all_cases() -> List[Case]:
-    return _box_iou_cases() + _coder_cases() + _targets_cases() + _mining_cases()
+    return (_box_iou_cases() + _coder_cases() + _targets_cases() + _mining_cases() + _nms_cases()
+            + _batched_nms_cases() + _ssd_postprocess_cases())
 
 
 def synchronize(device):
@@ -210,6 +327,8 @@ def run(devices, op_filter: Optional[List[str]] = None, min_seconds=0.3):
         if op_filter and case.op not in op_filter:
             continue
         for device in devices:
+            if device not in case.devices:
+                continue
             inputs = case.make(device)
             check_case(case, inputs)
             row = {"op": case.op, "size": case.size, "device": device}
@@ -224,10 +343,10 @@ def format_row(row) -> str:
         return f"{t * 1e3:10.3f}" if t is not None else f"{'-':>10}"
     base = row["torchvision"] or row["reference"]
     speedup = f"{base / row['ssd_fast']:8.1f}x" if base else f"{'-':>9}"
-    return (f"{row['op']:<14} {row['size']:<12} {row['device']:<6} {ms(row['ssd_fast'])} "
+    return (f"{row['op']:<20} {row['size']:<14} {row['device']:<6} {ms(row['ssd_fast'])} "
             f"{ms(row['torchvision'])} {ms(row['reference'])} {speedup}")
 
 
-HEADER = (f"{'op':<14} {'size':<12} {'device':<6} {'ssd_fast':>10} {'torchvision':>10} "
-          f"{'reference':>10} {'speed-up':>9}\n{'':<34}{'(ms)':>10} {'(ms)':>10} {'(ms)':>10} "
+HEADER = (f"{'op':<20} {'size':<14} {'device':<6} {'ssd_fast':>10} {'torchvision':>10} "
+          f"{'reference':>10} {'speed-up':>9}\n{'':<42}{'(ms)':>10} {'(ms)':>10} {'(ms)':>10} "
           f"{'(vs tv, else ref)':>9}")

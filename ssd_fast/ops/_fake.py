@@ -153,3 +153,124 @@ def _hard_negative_mining_fake(conf_loss, labels, neg_pos_ratio, matched_iou, ne
     if not math.isfinite(neg_overlap):
         raise ValueError(f"{op}: neg_overlap must be finite, got {format_number(neg_overlap)}")
     return conf_loss.new_empty(conf_loss.shape, dtype=torch.bool)
+# --- NMS family (twins of csrc/ops/nms_checks.h) ---------------------------------------------
+
+_INTS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,
+         torch.uint32, torch.uint64)
+
+
+def check_rank(op, name, t, dim, layout):
+    if t.dim() != dim:
+        raise RuntimeError(f"{op}: {name} must have shape {layout}, got {_shape(t)}")
+
+
+def check_iou_threshold(op, t):
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"{op}: iou_threshold must be in [0, 1], got {format(t, 'g')}")
+
+
+def check_nms_args(op, boxes, scores, iou_threshold):
+    check_boxes(op, "boxes", boxes, 2, "[N, 4]")
+    check_rank(op, "boxes", boxes, 2, "[N, 4]")
+    check_same_device_dtype(op, "boxes", boxes, "scores", scores)
+    n = boxes.shape[0]
+    if scores.dim() != 1 or scores.shape[0] != n:
+        raise RuntimeError(f"{op}: scores must have shape [N] = [{n}] (N from boxes), "
+                           f"got {_shape(scores)}")
+    if n >= 2**31 - 1:
+        raise RuntimeError(f"{op}: at most 2^31 - 2 boxes are supported, got {n}")
+    check_iou_threshold(op, iou_threshold)
+    return n
+
+
+def _dynamic_keep(boxes, n):
+    k = torch.library.get_ctx().new_dynamic_size(max=n) if isinstance(n, int) else \
+        torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((k,), dtype=torch.int64)
+
+
+@torch.library.register_fake("ssd_fast::nms")
+def _nms_fake(boxes, scores, iou_threshold):
+    n = check_nms_args("nms", boxes, scores, iou_threshold)
+    return _dynamic_keep(boxes, n)
+
+
+@torch.library.register_fake("ssd_fast::batched_nms")
+def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
+    op = "batched_nms"
+    n = check_nms_args(op, boxes, scores, iou_threshold)
+    if boxes.device != idxs.device:
+        raise RuntimeError(f"{op}: boxes and idxs must be on the same device, "
+                           f"got {boxes.device} and {idxs.device}")
+    if idxs.dtype not in _INTS:
+        raise RuntimeError(f"{op}: idxs must be an integer tensor, got {_dtype_name(idxs.dtype)}")
+    if idxs.dim() != 1 or idxs.shape[0] != n:
+        raise RuntimeError(f"{op}: idxs must have shape [N] = [{n}] (N from boxes), "
+                           f"got {_shape(idxs)}")
+    return _dynamic_keep(boxes, n)
+
+
+def _check_detection_params(op, c, p, score_threshold, iou_threshold, topk_per_class,
+                            max_detections, background_class):
+    if math.isnan(score_threshold):
+        raise ValueError(f"{op}: score_threshold must be a number, "
+                         f"got {format(score_threshold, 'g')}")
+    check_iou_threshold(op, iou_threshold)
+    if not (topk_per_class > 0 or topk_per_class == -1):
+        raise ValueError(f"{op}: topk_per_class must be positive or -1 (no limit), "
+                         f"got {topk_per_class}")
+    if max_detections < 0:
+        raise ValueError(f"{op}: max_detections must be >= 0, got {max_detections}")
+    if not -1 <= background_class < max(c, 1):
+        raise ValueError(f"{op}: background_class must be -1 (none) or in [0, C) with C = {c}, "
+                         f"got {background_class}")
+    if p * max(c, 1) > 2**32 - 1:
+        raise RuntimeError(f"{op}: P * C must be < 2^32, got P = {p} and C = {c}")
+
+
+def _detections(like, b, k):
+    return (like.new_empty((b, k, 4)), like.new_empty((b, k)),
+            like.new_empty((b, k), dtype=torch.int64), like.new_empty((b,), dtype=torch.int64))
+
+
+@torch.library.register_fake("ssd_fast::multiclass_nms")
+def _multiclass_nms_fake(boxes, scores, score_threshold, iou_threshold, topk_per_class,
+                         max_detections, background_class):
+    op = "multiclass_nms"
+    layout = "[B, P, 4] or [B, P, C, 4]"
+    check_boxes(op, "boxes", boxes, 3, layout)
+    if boxes.dim() > 4:
+        raise RuntimeError(f"{op}: boxes must have shape {layout}, got {_shape(boxes)}")
+    check_same_device_dtype(op, "boxes", boxes, "scores", scores)
+    check_rank(op, "scores", scores, 3, "[B, P, C]")
+    per_class = boxes.dim() == 4
+    if (boxes.shape[0] != scores.shape[0] or boxes.shape[1] != scores.shape[1]
+            or (per_class and boxes.shape[2] != scores.shape[2])):
+        raise RuntimeError(f"{op}: boxes {_shape(boxes)} and scores {_shape(scores)} must agree "
+                           f"on B and P{' and C' if per_class else ''}")
+    b, p, c = scores.shape
+    _check_detection_params(op, c, p, score_threshold, iou_threshold, topk_per_class,
+                            max_detections, background_class)
+    return _detections(boxes, b, max_detections)
+
+
+@torch.library.register_fake("ssd_fast::ssd_postprocess")
+def _ssd_postprocess_fake(loc, conf_logits, priors, variances, clip, score_threshold,
+                          iou_threshold, topk_per_class, max_detections, background_class):
+    op = "ssd_postprocess"
+    check_boxes(op, "loc", loc, 3, "[B, P, 4]")
+    check_rank(op, "loc", loc, 3, "[B, P, 4]")
+    check_same_device_dtype(op, "loc", loc, "conf_logits", conf_logits)
+    check_rank(op, "conf_logits", conf_logits, 3, "[B, P, C]")
+    check_boxes(op, "priors", priors, 2, "[P, 4]")
+    check_rank(op, "priors", priors, 2, "[P, 4]")
+    check_same_device_dtype(op, "loc", loc, "priors", priors)
+    if (loc.shape[0] != conf_logits.shape[0] or loc.shape[1] != conf_logits.shape[1]
+            or loc.shape[1] != priors.shape[0]):
+        raise RuntimeError(f"{op}: loc {_shape(loc)}, conf_logits {_shape(conf_logits)} and "
+                           f"priors {_shape(priors)} must agree on B and P")
+    check_variances(op, variances)
+    b, p, c = conf_logits.shape
+    _check_detection_params(op, c, p, score_threshold, iou_threshold, topk_per_class,
+                            max_detections, background_class)
+    return _detections(loc, b, max_detections)

@@ -157,3 +157,87 @@ def hard_negative_mining(conf_loss, labels, neg_pos_ratio=3.0, matched_iou=None,
         order = torch.sort(conf_loss[b, cand].double(), descending=True, stable=True).indices
         mask[b, cand[order[:k]]] = True
     return mask
+
+
+# --- NMS family --------------------------------------------------------------------------------
+# Thresholds mean "value > threshold" exactly: the float32/float64 value against the Python
+# float, compared in float64 (torch would otherwise round the threshold to float32 first).
+
+def _greater(x, threshold):
+    return x.double() > threshold
+
+
+def _rank(scores):
+    """Indices by score descending, equal scores by lower index; NaN first (torch.sort)."""
+    return torch.sort(scores, descending=True, stable=True).indices
+
+
+def nms(boxes, scores, iou_threshold):
+    """Greedy NMS: visit the boxes by rank; keep a box unless a kept one has IoU > threshold."""
+    order = _rank(scores)
+    b = boxes.to(_compute_dtype(boxes.dtype))[order]
+    suppressed = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        iou = box_iou(b[i:i + 1], b[i + 1:])[0]  # the kept box first, as the kernels do
+        suppressed[i + 1:] |= _greater(iou, iou_threshold)
+    return order[torch.tensor(keep, dtype=torch.int64, device=boxes.device)]
+
+
+def batched_nms(boxes, scores, idxs, iou_threshold):
+    """nms per value of idxs; kept indices by score descending, equal scores by lower index."""
+    keep = [members[nms(boxes[members], scores[members], iou_threshold)]
+            for members in (torch.nonzero(idxs == c).flatten() for c in torch.unique(idxs))]
+    keep = torch.cat(keep).sort().values if keep else idxs.new_zeros(0, dtype=torch.int64)
+    return keep[_rank(scores[keep])]
+
+
+def multiclass_nms(boxes, scores, score_threshold=0.01, iou_threshold=0.45, topk_per_class=400,
+                   max_detections=200, background_class=0):
+    """Per image, per class: candidates above score_threshold, their topk_per_class best,
+    nms; then the max_detections best over all classes (score, then class, then prior)."""
+    B, P, C = scores.shape
+    K = max_detections
+    det_boxes = torch.zeros(B, K, 4, dtype=boxes.dtype, device=boxes.device)
+    det_scores = torch.zeros(B, K, dtype=scores.dtype, device=scores.device)
+    det_labels = torch.full((B, K), -1, dtype=torch.int64, device=scores.device)
+    num = torch.zeros(B, dtype=torch.int64, device=scores.device)
+    for b in range(B):
+        dets = []  # (class, prior)
+        for c in range(C):
+            if c == background_class:
+                continue
+            s = scores[b, :, c]
+            cand = torch.nonzero(_greater(s, score_threshold)).flatten()
+            cand = cand[_rank(s[cand])]
+            if topk_per_class != -1:
+                cand = cand[:topk_per_class]
+            bx = boxes[b, cand, c] if boxes.dim() == 4 else boxes[b, cand]
+            dets += [(c, int(p)) for p in cand[nms(bx, s[cand], iou_threshold)]]
+        dets.sort()  # class, then prior: the order equal scores keep below
+        if not dets:
+            continue
+        cls = torch.tensor([c for c, _ in dets], dtype=torch.int64, device=scores.device)
+        pri = torch.tensor([p for _, p in dets], dtype=torch.int64, device=scores.device)
+        sel = _rank(scores[b, pri, cls])[:K]
+        n = len(sel)
+        num[b] = n
+        det_boxes[b, :n] = boxes[b, pri[sel], cls[sel]] if boxes.dim() == 4 else boxes[b, pri[sel]]
+        det_scores[b, :n] = scores[b, pri[sel], cls[sel]]
+        det_labels[b, :n] = cls[sel]
+    return det_boxes, det_scores, det_labels, num
+
+
+def ssd_postprocess(loc, conf_logits, priors, variances=DEFAULT_VARIANCES, clip=False,
+                    score_threshold=0.01, iou_threshold=0.45, topk_per_class=400,
+                    max_detections=200, background_class=0):
+    """decode_boxes (+ clamp to [0, 1]), softmax over classes, multiclass_nms."""
+    boxes = decode_boxes(loc, priors, variances)
+    if clip:
+        boxes = boxes.clamp(0, 1)
+    probs = torch.softmax(conf_logits.to(_compute_dtype(conf_logits.dtype)), dim=-1)
+    return multiclass_nms(boxes, probs.to(conf_logits.dtype), score_threshold, iou_threshold,
+                          topk_per_class, max_detections, background_class)

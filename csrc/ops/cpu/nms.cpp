@@ -1,0 +1,630 @@
+// CPU kernels of nms, batched_nms, multiclass_nms and ssd_postprocess.
+//
+// Greedy NMS (all four ops): the boxes, in rank order (score descending, ties by lower index),
+// are held as a structure of arrays in the compute type. The first live box is kept; one
+// vectorised pass computes its IoU with every later box (box_iou_one, the arithmetic the CUDA
+// kernels use) and marks those above the threshold dead; the next live box is kept, and so on.
+// Dead boxes are removed lazily: the arrays are compacted only once more than half of the
+// range is dead, so a pass costs O(live boxes) and a compaction is amortised. Every pass is
+// a straight SIMD loop over contiguous memory, unlike torchvision's loop (indirect loads and a
+// branch per box).
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include "ops/box_math.h"
+#include "ops/nms_checks.h"
+#include "ops/nms_math.h"
+
+namespace ssd_fast {
+namespace {
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define SSD_FAST_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SSD_FAST_CLONES
+#endif
+// Inlined into each target_clones copy, so that its loops are compiled for that target.
+#define SSD_FAST_INLINE inline __attribute__((always_inline))
+
+// ---------------------------------------------------------------------------------------------
+// Sorting
+
+// Stable LSD radix sort of keys (and of values along, when given), one byte per pass. Passes
+// whose byte is the same for every key are skipped (the high bytes of small class ids, of
+// scores in (0, 1], of prior indices). `keys2` and `vals2` are scratch.
+template <typename U>
+void radix_sort(std::vector<U>& keys, std::vector<int64_t>* vals, std::vector<U>& keys2,
+                std::vector<int64_t>& vals2) {
+  constexpr int kPasses = sizeof(U);
+  const size_t n = keys.size();
+  std::array<std::array<int64_t, 256>, kPasses> hist{};
+  for (const U k : keys) {
+    for (int p = 0; p < kPasses; ++p) ++hist[p][static_cast<uint32_t>(k >> (8 * p)) & 255];
+  }
+  keys2.resize(n);
+  if (vals != nullptr) vals2.resize(n);
+  for (int p = 0; p < kPasses; ++p) {
+    auto& h = hist[p];
+    if (std::any_of(h.begin(), h.end(), [&](int64_t c) { return size_t(c) == n; })) continue;
+    int64_t sum = 0;
+    for (auto& c : h) {
+      const int64_t x = c;
+      c = sum;
+      sum += x;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t dst = h[static_cast<uint32_t>(keys[i] >> (8 * p)) & 255]++;
+      keys2[dst] = keys[i];
+      if (vals != nullptr) vals2[dst] = (*vals)[i];
+    }
+    keys.swap(keys2);
+    if (vals != nullptr) vals->swap(vals2);
+  }
+}
+
+template <typename U>
+void radix_sort_pairs(std::vector<U>& keys, std::vector<int64_t>& vals) {
+  std::vector<U> keys2;
+  std::vector<int64_t> vals2;
+  radix_sort(keys, &vals, keys2, vals2);
+}
+
+// Rank order of the scores: order[r] = index of the box of rank r (score descending, NaN
+// first, ties by lower index; see nms_math.h).
+template <typename scalar_t>
+std::vector<int64_t> rank_order(const scalar_t* scores, int64_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::vector<skey_t<acc_t>> keys(n);
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) {
+    keys[i] = desc_key(static_cast<acc_t>(scores[i]));
+    order[i] = i;
+  }
+  radix_sort_pairs(keys, order);
+  return order;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Greedy NMS over boxes held as a structure of arrays
+
+// Dead flags as wide as the coordinates, so that the SIMD loop below has one lane width.
+template <typename T>
+using flag_t = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+
+// Marks dead every box j in [lo, hi) whose IoU with box a exceeds thr; returns how many were
+// alive before. One SIMD loop.
+template <typename T>
+SSD_FAST_INLINE int64_t suppress_range(T a1, T b1, T a2, T b2, T area_a, const T* __restrict x1,
+                              const T* __restrict y1, const T* __restrict x2,
+                              const T* __restrict y2, const T* __restrict area,
+                              flag_t<T>* __restrict dead, int64_t lo, int64_t hi, T thr) {
+  flag_t<T> newly = 0;
+#pragma omp simd reduction(+ : newly)
+  for (int64_t j = lo; j < hi; ++j) {
+    const T iou = box_iou_one(a1, b1, a2, b2, area_a, x1[j], y1[j], x2[j], y2[j], area[j]);
+    const flag_t<T> s = iou > thr ? 1 : 0;
+    newly += s & (dead[j] ^ 1);
+    dead[j] |= s;
+  }
+  return newly;
+}
+
+// The same over [0, m) without a scalar remainder: the last partial vector is redone as a
+// whole vector ending at m. Marking dead is idempotent and only newly dead boxes are counted,
+// so the overlap changes nothing.
+constexpr int64_t kLanes = 8;
+
+template <typename T>
+SSD_FAST_INLINE int64_t suppress(T a1, T b1, T a2, T b2, T area_a, const T* x1, const T* y1,
+                                 const T* x2, const T* y2, const T* area, flag_t<T>* dead,
+                                 int64_t m, T thr) {
+  const int64_t body = m - m % kLanes;
+  int64_t newly = suppress_range(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, 0, body, thr);
+  if (body < m) {
+    const int64_t lo = m >= kLanes ? m - kLanes : body;
+    newly += suppress_range(a1, b1, a2, b2, area_a, x1, y1, x2, y2, area, dead, lo, m, thr);
+  }
+  return newly;
+}
+
+// Greedy NMS over n boxes in rank order, structure of arrays (clobbered: live boxes are
+// compacted, ids move along). Writes the ids of the kept boxes, in rank order, to kept[] and
+// returns their count. The first live box is kept; one pass marks dead the later boxes it
+// overlaps; dead boxes are compacted away once more than half of the range is dead.
+template <typename T>
+SSD_FAST_INLINE int64_t greedy_impl(T* x1, T* y1, T* x2, T* y2, T* area, int64_t* id,
+                                    flag_t<T>* dead, int64_t n, T thr, int64_t* kept) {
+  std::fill(dead, dead + n, flag_t<T>(0));
+  int64_t count = 0, begin = 0, end = n, dead_in_range = 0;
+  while (begin < end) {  // invariant: box `begin` is alive, so it is kept
+    kept[count++] = id[begin];
+    const int64_t b = begin++;
+    dead_in_range += suppress(x1[b], y1[b], x2[b], y2[b], area[b], x1 + begin, y1 + begin,
+                              x2 + begin, y2 + begin, area + begin, dead + begin, end - begin,
+                              thr);
+    while (begin < end && dead[begin]) {
+      ++begin;
+      --dead_in_range;
+    }
+    if (dead_in_range > 32 && 2 * dead_in_range > end - begin) {  // compact the live boxes
+      int64_t w = begin;
+      for (int64_t j = begin; j < end; ++j) {
+        if (!dead[j]) {
+          x1[w] = x1[j];
+          y1[w] = y1[j];
+          x2[w] = x2[j];
+          y2[w] = y2[j];
+          area[w] = area[j];
+          id[w] = id[j];
+          dead[w++] = 0;
+        }
+      }
+      end = w;
+      dead_in_range = 0;
+    }
+  }
+  return count;
+}
+
+// One entry point per type, target_clones'd (an AVX2 copy picked at load time) as a whole, so
+// that the SIMD pass inlines and the dispatch happens once per NMS, not once per kept box.
+#define SSD_FAST_GREEDY(T)                                                                     \
+  SSD_FAST_CLONES int64_t greedy_##T(T* x1, T* y1, T* x2, T* y2, T* area, int64_t* id,          \
+                                     flag_t<T>* dead, int64_t n, T thr, int64_t* kept) {       \
+    return greedy_impl<T>(x1, y1, x2, y2, area, id, dead, n, thr, kept);                       \
+  }
+SSD_FAST_GREEDY(float)
+SSD_FAST_GREEDY(double)
+#undef SSD_FAST_GREEDY
+
+inline int64_t greedy(float* x1, float* y1, float* x2, float* y2, float* area, int64_t* id,
+                      int32_t* dead, int64_t n, float thr, int64_t* kept) {
+  return greedy_float(x1, y1, x2, y2, area, id, dead, n, thr, kept);
+}
+inline int64_t greedy(double* x1, double* y1, double* x2, double* y2, double* area, int64_t* id,
+                      int64_t* dead, int64_t n, double thr, int64_t* kept) {
+  return greedy_double(x1, y1, x2, y2, area, id, dead, n, thr, kept);
+}
+
+// Boxes in rank order, compute type T, plus an id per box (what the caller wants back).
+template <typename T>
+struct BoxArrays {
+  std::vector<T> x1, y1, x2, y2, area;
+  std::vector<int64_t> id, kept;
+  std::vector<flag_t<T>> dead;
+
+  explicit BoxArrays(int64_t n)
+      : x1(n), y1(n), x2(n), y2(n), area(n), id(n), kept(n), dead(n) {}
+
+  template <typename scalar_t>
+  void set(int64_t i, const scalar_t* box, int64_t box_id) {
+    x1[i] = static_cast<T>(box[0]);
+    y1[i] = static_cast<T>(box[1]);
+    x2[i] = static_cast<T>(box[2]);
+    y2[i] = static_cast<T>(box[3]);
+    area[i] = box_area(x1[i], y1[i], x2[i], y2[i]);
+    id[i] = box_id;
+  }
+};
+
+// Greedy NMS of the boxes [first, first + n) of `a` (in rank order): calls keep(id) for each
+// kept box, in rank order. Clobbers that range of `a`. thr >= 1 suppresses nothing: IoU <= 1
+// (inter <= each area <= union, and rounding is monotone).
+template <typename T, typename Keep>
+void greedy_nms(BoxArrays<T>& a, int64_t first, int64_t n, T thr, Keep&& keep) {
+  if (n <= 0) return;
+  if (!(thr < T(1))) {
+    for (int64_t i = first; i < first + n; ++i) keep(a.id[i]);
+    return;
+  }
+  const int64_t count = greedy(a.x1.data() + first, a.y1.data() + first, a.x2.data() + first,
+                               a.y2.data() + first, a.area.data() + first, a.id.data() + first,
+                               a.dead.data() + first, n, thr, a.kept.data() + first);
+  for (int64_t i = first; i < first + count; ++i) keep(a.kept[i]);
+}
+
+at::Tensor to_tensor(const std::vector<int64_t>& v) {
+  at::Tensor out = at::empty({static_cast<int64_t>(v.size())}, at::kLong);
+  if (!v.empty()) std::memcpy(out.data_ptr<int64_t>(), v.data(), v.size() * sizeof(int64_t));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// nms, batched_nms
+
+at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  const int64_t n = check_nms_args("nms", boxes, scores, iou_threshold);
+  std::vector<int64_t> kept;
+  if (n > 0) {
+    const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "nms_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const std::vector<int64_t> order = rank_order(s.data_ptr<scalar_t>(), n);
+      const scalar_t* bp = b.data_ptr<scalar_t>();
+      BoxArrays<acc_t> a(n);
+      for (int64_t r = 0; r < n; ++r) a.set(r, bp + 4 * order[r], order[r]);
+      greedy_nms(a, 0, n, threshold_below<acc_t>(iou_threshold),
+                 [&](int64_t id) { kept.push_back(id); });
+    });
+  }
+  return to_tensor(kept);
+}
+
+// Per class without offsets: a stable sort by class of the rank order groups each class's
+// boxes, still in rank order; each group is an independent greedy NMS (in parallel); the
+// kept boxes are then read back in rank order. O(N) memory for any N and number of classes.
+at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
+                           const at::Tensor& idxs, double iou_threshold) {
+  constexpr const char* op = "batched_nms";
+  const int64_t n = check_nms_args(op, boxes, scores, iou_threshold);
+  check_idxs(op, boxes, idxs);
+  std::vector<int64_t> kept;
+  if (n > 0) {
+    const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
+    const at::Tensor cls = idxs.to(at::kLong).contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), op, [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const std::vector<int64_t> order = rank_order(s.data_ptr<scalar_t>(), n);
+      const int64_t* cp = cls.data_ptr<int64_t>();
+      std::vector<uint64_t> class_key(n);
+      std::vector<int64_t> grouped(n);  // ranks, grouped by class
+      for (int64_t r = 0; r < n; ++r) {
+        class_key[r] = static_cast<uint64_t>(cp[order[r]]) ^ (uint64_t(1) << 63);
+        grouped[r] = r;
+      }
+      radix_sort_pairs(class_key, grouped);
+      std::vector<int64_t> seg_begin;
+      for (int64_t q = 0; q < n; ++q) {
+        if (q == 0 || class_key[q] != class_key[q - 1]) seg_begin.push_back(q);
+      }
+      const int64_t segments = static_cast<int64_t>(seg_begin.size());
+      seg_begin.push_back(n);
+      const scalar_t* bp = b.data_ptr<scalar_t>();
+      BoxArrays<acc_t> a(n);
+      std::vector<uint8_t> keep_rank(n, 0);
+      const acc_t thr = threshold_below<acc_t>(iou_threshold);
+      at::parallel_for(0, segments, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t g = lo; g < hi; ++g) {
+          const int64_t first = seg_begin[g], len = seg_begin[g + 1] - first;
+          for (int64_t q = first; q < first + len; ++q) {
+            a.set(q, bp + 4 * order[grouped[q]], grouped[q]);
+          }
+          greedy_nms(a, first, len, thr, [&](int64_t r) { keep_rank[r] = 1; });
+        }
+      });
+      for (int64_t r = 0; r < n; ++r) {
+        if (keep_rank[r]) kept.push_back(order[r]);
+      }
+    });
+  }
+  return to_tensor(kept);
+}
+
+// ---------------------------------------------------------------------------------------------
+// multiclass_nms, ssd_postprocess
+//
+// Both first build keys [B, S, P]: the desc_key of every (image, non-background class,
+// prior) score above score_threshold, excluded_key() elsewhere, by tiles of 64 priors held
+// class-major (so every per-class loop is a contiguous SIMD loop). Then, per (image, class)
+// segment (in parallel): the top-k composite keys (score key, prior), sorted, and greedy NMS;
+// and per image: the kept detections of all classes under composite keys (score key,
+// class * P + prior), the top K, sorted. Composite keys are unique, so every order is total
+// and the result does not depend on the thread count.
+
+constexpr int64_t kTilePriors = 64;  // priors per tile: C * 64 values stay in L1
+
+template <typename T>
+SSD_FAST_INLINE void make_keys_impl(const T* __restrict s, int64_t n, T threshold,
+                           skey_t<T>* __restrict out) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) out[j] = s[j] > threshold ? desc_key(s[j]) : excluded_key<T>();
+}
+
+// Softmax of a tile of priors, class-major: l[c * n + j] = logit of class c, prior j. The
+// probabilities overwrite l. Per prior this is, in this order, the arithmetic of the CUDA
+// kernel: m = max over c (max_, c ascending), e_c = exp_det(l_c - m), sum += e_c (c ascending),
+// p_c = e_c / sum. Vectorised across the priors of the tile.
+template <typename T>
+SSD_FAST_INLINE void softmax_tile_impl(T* __restrict l, T* __restrict m, T* __restrict sum,
+                                       int64_t c_n, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) m[j] = l[j];
+  for (int64_t c = 1; c < c_n; ++c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) m[j] = max_(m[j], l[c * n + j]);
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) sum[j] = T(0);
+  for (int64_t c = 0; c < c_n; ++c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T e = exp_det(l[c * n + j] - m[j]);
+      l[c * n + j] = e;
+      sum[j] += e;
+    }
+  }
+  for (int64_t c = 0; c < c_n; ++c) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) l[c * n + j] /= sum[j];
+  }
+}
+
+#define SSD_FAST_TILE_FNS(T)                                                                  \
+  SSD_FAST_CLONES void make_keys_##T(const T* s, int64_t n, T threshold, skey_t<T>* out) {     \
+    make_keys_impl<T>(s, n, threshold, out);                                                  \
+  }                                                                                           \
+  SSD_FAST_CLONES void softmax_tile_##T(T* l, T* m, T* sum, int64_t c_n, int64_t n) {          \
+    softmax_tile_impl<T>(l, m, sum, c_n, n);                                                  \
+  }
+SSD_FAST_TILE_FNS(float)
+SSD_FAST_TILE_FNS(double)
+#undef SSD_FAST_TILE_FNS
+
+inline void make_keys(const float* s, int64_t n, float t, uint32_t* out) {
+  make_keys_float(s, n, t, out);
+}
+inline void make_keys(const double* s, int64_t n, double t, uint64_t* out) {
+  make_keys_double(s, n, t, out);
+}
+inline void softmax_tile(float* l, float* m, float* sum, int64_t c_n, int64_t n) {
+  softmax_tile_float(l, m, sum, c_n, n);
+}
+inline void softmax_tile(double* l, double* m, double* sum, int64_t c_n, int64_t n) {
+  softmax_tile_double(l, m, sum, c_n, n);
+}
+
+// One tile: priors [p0, p0 + n) of image b, buf[c * n + j] = scores (or logits) of the tile in
+// the compute type.
+template <typename scalar_t>
+struct Tile {
+  using acc_t = at::opmath_type<scalar_t>;
+  int64_t b, p0, n;
+  std::vector<acc_t> buf;
+
+  void load(const scalar_t* __restrict rows, int64_t c_n) {  // rows [n, C] -> buf [C, n]
+    acc_t* __restrict out = buf.data();
+    const int64_t len = n;  // a local: the compiler cannot keep members in registers here
+    for (int64_t c = 0; c < c_n; ++c) {
+      for (int64_t j = 0; j < len; ++j) out[c * len + j] = static_cast<acc_t>(rows[j * c_n + c]);
+    }
+  }
+
+  // keys[b, s, p0 + j] for every non-background class s. round: the values are probabilities
+  // computed in acc_t, to be ranked as the output dtype holds them.
+  void write_keys(const MulticlassPlan& pl, acc_t threshold, bool round, skey_t<acc_t>* keys) {
+    for (int64_t s = 0; s < pl.segments_per_image; ++s) {
+      acc_t* row = buf.data() + pl.class_of(s) * n;
+      if constexpr (!std::is_same_v<scalar_t, acc_t>) {
+        if (round) {
+          for (int64_t j = 0; j < n; ++j) {
+            row[j] = static_cast<acc_t>(static_cast<scalar_t>(row[j]));
+          }
+        }
+      }
+      make_keys(row, n, threshold, keys + (b * pl.segments_per_image + s) * pl.p + p0);
+    }
+  }
+};
+
+// Calls fn(tile) for every tile of 64 priors of every image, in parallel.
+template <typename scalar_t, typename Fn>
+void for_each_tile(const MulticlassPlan& pl, Fn&& fn) {
+  const int64_t per_image = pl.segments_per_image > 0 ? (pl.p + kTilePriors - 1) / kTilePriors : 0;
+  at::parallel_for(0, pl.b * per_image, 1, [&](int64_t lo, int64_t hi) {
+    Tile<scalar_t> t;
+    t.buf.resize(std::max<int64_t>(pl.c, 1) * kTilePriors);
+    for (int64_t i = lo; i < hi; ++i) {
+      t.b = i / per_image;
+      t.p0 = (i % per_image) * kTilePriors;
+      t.n = std::min(kTilePriors, pl.p - t.p0);
+      fn(t);
+    }
+  });
+}
+
+// The k smallest composite keys (score key, prior) of one segment's keys [P], sorted. A
+// histogram of the top 11 bits of the keys finds the bin holding the k-th; only that bin goes
+// through nth_element. Excluded keys (all ones) are alone in the last bin: no candidate has
+// a key >= desc_key(-FLT_MAX), as -inf is never above a threshold.
+template <typename T>
+void top_k_sorted(const skey_t<T>* key, int64_t P, int64_t k, std::vector<ckey_t<T>>& out,
+                  std::vector<ckey_t<T>>& tail, std::vector<int64_t>& hist) {
+  std::vector<int64_t> no_vals;
+  constexpr int kShift = KeyTraits<T>::kBits - 11;
+  constexpr int64_t kExcludedBin = 2047;
+  hist.assign(2048, 0);
+  for (int64_t p = 0; p < P; ++p) ++hist[key[p] >> kShift];
+  const int64_t valid = P - hist[kExcludedBin];
+  int64_t bin = kExcludedBin, below = 0;  // all valid keys are below bin 2047
+  if (valid > k) {
+    bin = 0;
+    while (below + hist[bin] < k) below += hist[bin++];
+  }
+  out.clear();
+  tail.clear();
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t kb = static_cast<int64_t>(key[p] >> kShift);
+    if (kb < bin) {
+      out.push_back(compose_key<T>(key[p], static_cast<uint32_t>(p)));
+    } else if (kb == bin && bin != kExcludedBin) {
+      tail.push_back(compose_key<T>(key[p], static_cast<uint32_t>(p)));
+    }
+  }
+  if (!tail.empty()) {
+    const int64_t need = k - below;
+    std::nth_element(tail.begin(), tail.begin() + need, tail.end());
+    out.insert(out.end(), tail.begin(), tail.begin() + need);
+  }
+  radix_sort(out, nullptr, tail, no_vals);  // unique keys: any sort gives this order
+}
+
+template <typename scalar_t>
+struct BoxSource {  // boxes[b, p] or boxes[b, p, c] as 4 contiguous values
+  const scalar_t* data;
+  int64_t image_stride, prior_stride, class_stride;
+  const scalar_t* at(int64_t b, int64_t p, int64_t c) const {
+    return data + b * image_stride + p * prior_stride + c * class_stride;
+  }
+};
+
+template <typename scalar_t>
+void multiclass_core(const MulticlassPlan& pl,
+                     const std::vector<skey_t<at::opmath_type<scalar_t>>>& keys,
+                     const BoxSource<scalar_t>& boxes, double iou_threshold, Detections& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using ck_t = ckey_t<acc_t>;
+  const int64_t B = pl.b, P = pl.p, S = pl.segments_per_image, k = pl.topk, K = pl.max_det;
+  const acc_t thr = threshold_below<acc_t>(iou_threshold);
+  // Kept detections of every segment, as composite keys (score key, prior), score order.
+  std::vector<ck_t> kept(B * S * k);
+  std::vector<int64_t> kept_count(B * S, 0);
+  at::parallel_for(0, B * S, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<ck_t> cand, tail;
+    std::vector<int64_t> hist;
+    BoxArrays<acc_t> a(k);
+    for (int64_t seg = lo; seg < hi; ++seg) {
+      const int64_t b = seg / S, c = pl.class_of(seg % S);
+      top_k_sorted<acc_t>(keys.data() + seg * P, P, k, cand, tail, hist);
+      const int64_t m = static_cast<int64_t>(cand.size());
+      for (int64_t i = 0; i < m; ++i) a.set(i, boxes.at(b, low_of(cand[i]), c), i);
+      int64_t t = 0;
+      greedy_nms(a, 0, m, thr, [&](int64_t i) { kept[seg * k + t++] = cand[i]; });
+      kept_count[seg] = t;
+    }
+  });
+  scalar_t* ob = out.boxes.data_ptr<scalar_t>();
+  scalar_t* os = out.scores.data_ptr<scalar_t>();
+  int64_t* ol = out.labels.data_ptr<int64_t>();
+  int64_t* on = out.num.data_ptr<int64_t>();
+  at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<ck_t> merged;
+    for (int64_t b = lo; b < hi; ++b) {
+      merged.clear();
+      for (int64_t s = 0; s < S; ++s) {
+        const int64_t seg = b * S + s, c = pl.class_of(s);
+        for (int64_t t = 0; t < kept_count[seg]; ++t) {
+          const ck_t x = kept[seg * k + t];
+          merged.push_back(compose_key<acc_t>(score_key_of<acc_t>(x),
+                                              uint32_t(c * P + low_of(x))));
+        }
+      }
+      if (static_cast<int64_t>(merged.size()) > K) {
+        std::nth_element(merged.begin(), merged.begin() + K, merged.end());
+        merged.resize(K);
+      }
+      std::sort(merged.begin(), merged.end());
+      const int64_t num = static_cast<int64_t>(merged.size());
+      on[b] = num;
+      for (int64_t i = 0; i < K; ++i) {
+        scalar_t* row = ob + (b * K + i) * 4;
+        if (i < num) {
+          const uint32_t low = low_of(merged[i]);
+          const int64_t c = low / P, p = low % P;
+          std::copy_n(boxes.at(b, p, c), 4, row);
+          const acc_t score = from_desc_key<acc_t>(score_key_of<acc_t>(merged[i]));
+          os[b * K + i] = static_cast<scalar_t>(score);
+          ol[b * K + i] = c;
+        } else {
+          std::fill_n(row, 4, scalar_t(0));
+          os[b * K + i] = scalar_t(0);
+          ol[b * K + i] = -1;
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> as_tuple(const Detections& d) {
+  return {d.boxes, d.scores, d.labels, d.num};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cpu(
+    const at::Tensor& boxes, const at::Tensor& scores, double score_threshold,
+    double iou_threshold, int64_t topk_per_class, int64_t max_detections,
+    int64_t background_class) {
+  const MulticlassPlan pl = plan_multiclass_nms(boxes, scores, score_threshold, iou_threshold,
+                                                topk_per_class, max_detections, background_class);
+  Detections out = empty_detections(pl, boxes.options());
+  const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
+  const auto dtype = b.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "multiclass_nms", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t st = threshold_below<acc_t>(score_threshold);
+    const scalar_t* sp = s.data_ptr<scalar_t>();
+    std::vector<skey_t<acc_t>> keys(pl.b * pl.segments_per_image * pl.p);
+    for_each_tile<scalar_t>(pl, [&](Tile<scalar_t>& t) {
+      t.load(sp + (t.b * pl.p + t.p0) * pl.c, pl.c);
+      t.write_keys(pl, st, false, keys.data());
+    });
+    const int64_t per_prior = pl.per_class_boxes ? pl.c : 1;
+    const BoxSource<scalar_t> src{b.data_ptr<scalar_t>(), pl.p * per_prior * 4, per_prior * 4,
+                                  pl.per_class_boxes ? 4 : 0};
+    multiclass_core<scalar_t>(pl, keys, src, iou_threshold, out);
+  });
+  return as_tuple(out);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cpu(
+    const at::Tensor& loc, const at::Tensor& conf_logits, const at::Tensor& priors,
+    at::ArrayRef<double> variances, bool clip, double score_threshold, double iou_threshold,
+    int64_t topk_per_class, int64_t max_detections, int64_t background_class) {
+  const MulticlassPlan pl =
+      plan_ssd_postprocess(loc, conf_logits, priors, variances, score_threshold, iou_threshold,
+                           topk_per_class, max_detections, background_class);
+  Detections out = empty_detections(pl, loc.options());
+  const at::Tensor l = loc.contiguous(), cl = conf_logits.contiguous(), pr = priors.contiguous();
+  at::Tensor decoded = at::empty({pl.b, pl.p, 4}, loc.options());
+  const auto dtype = l.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssd_postprocess", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t st = threshold_below<acc_t>(score_threshold);
+    const acc_t v[4] = {acc_t(variances[0]), acc_t(variances[1]), acc_t(variances[2]),
+                        acc_t(variances[3])};
+    const scalar_t* lp = l.data_ptr<scalar_t>();
+    const scalar_t* cp = cl.data_ptr<scalar_t>();
+    const scalar_t* pp = pr.data_ptr<scalar_t>();
+    scalar_t* dp = decoded.data_ptr<scalar_t>();
+    std::vector<skey_t<acc_t>> keys(pl.b * pl.segments_per_image * pl.p);
+    // No tile when S == 0 (C == 0, or only the background class): nothing to rank or decode;
+    // otherwise C >= 1, as the softmax needs.
+    for_each_tile<scalar_t>(pl, [&](Tile<scalar_t>& t) {
+      std::array<acc_t, kTilePriors> m, sum;
+      for (int64_t j = 0; j < t.n; ++j) {  // decode (+ clip), rounded as decode_boxes rounds
+        const int64_t bp = t.b * pl.p + t.p0 + j;
+        acc_t x[4], d[4], y[4];
+        for (int q = 0; q < 4; ++q) {
+          x[q] = static_cast<acc_t>(lp[4 * bp + q]);
+          d[q] = static_cast<acc_t>(pp[4 * (t.p0 + j) + q]);
+        }
+        decode_one(x, d, v, y);
+        for (int q = 0; q < 4; ++q) {
+          dp[4 * bp + q] = static_cast<scalar_t>(clip ? clip01(y[q]) : y[q]);
+        }
+      }
+      t.load(cp + (t.b * pl.p + t.p0) * pl.c, pl.c);
+      softmax_tile(t.buf.data(), m.data(), sum.data(), pl.c, t.n);
+      t.write_keys(pl, st, true, keys.data());
+    });
+    const BoxSource<scalar_t> src{dp, pl.p * 4, 4, 0};
+    multiclass_core<scalar_t>(pl, keys, src, iou_threshold, out);
+  });
+  return as_tuple(out);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ssd_fast, CPU, m) {
+  m.impl("nms", &nms_cpu);
+  m.impl("batched_nms", &batched_nms_cpu);
+  m.impl("multiclass_nms", &multiclass_nms_cpu);
+  m.impl("ssd_postprocess", &ssd_postprocess_cpu);
+}
+
+}  // namespace ssd_fast

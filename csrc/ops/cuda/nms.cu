@@ -1,0 +1,902 @@
+// CUDA kernels of nms, batched_nms, multiclass_nms and ssd_postprocess. Same arithmetic as the
+// CPU kernels (box_iou_one, desc_key, exp_det; compiled with --fmad=false), so both devices
+// keep the same boxes in the same order.
+//
+// nms / batched_nms: the bitmask algorithm with the greedy pass on the GPU, by chunks.
+//   Boxes are sorted by rank (cub radix sort of desc_key: stable, so ties by lower index);
+//   batched_nms then sorts the rank order by class (stable), so each class is a contiguous
+//   segment, still in rank order. The sorted positions are processed in chunks of kChunk:
+//   (a) boxes of the chunk in a segment that began in an earlier chunk are tested against that
+//       segment's kept boxes (suppress_by_kept_kernel);
+//   (b) IoU > threshold bits between positions of the chunk in the same segment
+//       (chunk_mask_kernel: kChunk^2 / 8 bytes at most, 32 MiB);
+//   (c) one block resolves the chunk greedily from (a) and (b) and appends the kept positions
+//       to the kept list (chunk_greedy_kernel).
+//   With N <= kChunk this is the classic single-mask algorithm (N^2 / 8 bytes of mask); larger N
+//   never needs more than one chunk's mask, and batched_nms memory is O(N) for any number of
+//   classes. The mask stays on the device; the only host synchronisation reads the output size.
+//
+// multiclass_nms / ssd_postprocess: no host synchronisation, fixed-size outputs, only kernel
+//   launches (CUDA-graph capturable):
+//   1. keys [B, S, P]: desc_key of each (image, non-background class, prior) score above the
+//      threshold, excluded_key() elsewhere (ssd_postprocess computes them with the decode and
+//      the softmax in the same kernel);
+//   2. one block per (image, class) segment, all in one launch: radix-select the top-k
+//      composite keys (score, prior), bitonic sort, greedy NMS by tiles of 64 candidates;
+//   3. one block per image: radix-select the top K of the kept detections of all its classes
+//      under composite keys (score, class * P + prior), bitonic sort, write the padded rows.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cub/cub.cuh>
+
+#include "ops/box_math.h"
+#include "ops/nms_checks.h"
+#include "ops/nms_math.h"
+
+namespace ssd_fast {
+namespace {
+
+using ull = unsigned long long;
+
+template <typename T>
+struct alignas(16) Box4 {
+  T x1, y1, x2, y2;
+};
+
+// IoU of a (the higher-ranked box) with b, exactly as the CPU kernels compute it.
+template <typename T>
+__device__ __forceinline__ T iou(const Box4<T>& a, const Box4<T>& b) {
+  return box_iou_one(a.x1, a.y1, a.x2, a.y2, box_area(a.x1, a.y1, a.x2, a.y2), b.x1, b.y1, b.x2,
+                     b.y2, box_area(b.x1, b.y1, b.x2, b.y2));
+}
+
+template <typename T, typename scalar_t>
+__device__ __forceinline__ Box4<T> load_box(const scalar_t* p) {
+  return {static_cast<T>(p[0]), static_cast<T>(p[1]), static_cast<T>(p[2]),
+          static_cast<T>(p[3])};
+}
+
+inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 65536) {
+  const int64_t blocks = std::min((n + threads - 1) / threads, max_blocks);
+  return static_cast<unsigned>(std::max<int64_t>(1, blocks));
+}
+
+template <typename Fn>
+void cub_call(const at::Tensor& like, Fn&& fn) {  // fn(temp, bytes): size query, then the call
+  size_t bytes = 0;
+  C10_CUDA_CHECK(fn(nullptr, bytes));
+  at::Tensor temp = at::empty({static_cast<int64_t>(std::max<size_t>(bytes, 1))},
+                              like.options().dtype(at::kByte));
+  C10_CUDA_CHECK(fn(temp.data_ptr(), bytes));
+}
+
+// =============================================================================================
+// nms / batched_nms
+
+constexpr int kChunk = 16384;              // positions per chunk: a 32 MiB mask at most
+constexpr int kChunkWords = kChunk / 64;   // 64-bit mask words per chunk row
+constexpr int kKeptSlices = 16;            // gridDim.y of suppress_by_kept_kernel
+
+// keys[i] = desc_key(scores[i]), vals[i] = i.
+template <typename scalar_t>
+__global__ void score_keys_kernel(const scalar_t* __restrict__ scores, int64_t n,
+                                  skey_t<at::opmath_type<scalar_t>>* __restrict__ keys,
+                                  int32_t* __restrict__ vals) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    keys[i] = desc_key(static_cast<at::opmath_type<scalar_t>>(scores[i]));
+    vals[i] = static_cast<int32_t>(i);
+  }
+}
+
+// class_keys[r] = idxs[order[r]] as an order-preserving unsigned key, ranks[r] = r.
+__global__ void class_keys_kernel(const int64_t* __restrict__ idxs,
+                                  const int32_t* __restrict__ order, int64_t n,
+                                  uint64_t* __restrict__ class_keys, int32_t* __restrict__ ranks) {
+  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < n;
+       r += int64_t(gridDim.x) * blockDim.x) {
+    class_keys[r] = static_cast<uint64_t>(idxs[order[r]]) ^ (uint64_t(1) << 63);
+    ranks[r] = static_cast<int32_t>(r);
+  }
+}
+
+// Segment bounds of every position of the class-sorted keys, by binary search.
+__global__ void segment_bounds_kernel(const uint64_t* __restrict__ keys, int64_t n,
+                                      int32_t* __restrict__ seg_start,
+                                      int32_t* __restrict__ seg_end) {
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < n;
+       q += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t k = keys[q];
+    int64_t lo = 0, hi = q;  // first position with key == k
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (keys[mid] < k) lo = mid + 1; else hi = mid;
+    }
+    seg_start[q] = static_cast<int32_t>(lo);
+    lo = q + 1;
+    hi = n;  // first position with key > k
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (keys[mid] <= k) lo = mid + 1; else hi = mid;
+    }
+    seg_end[q] = static_cast<int32_t>(lo);
+  }
+}
+
+// Boxes in processing order, compute type: sorted[q] = boxes[order[grouped ? grouped[q] : q]].
+template <typename scalar_t>
+__global__ void gather_boxes_kernel(const scalar_t* __restrict__ boxes,
+                                    const int32_t* __restrict__ order,
+                                    const int32_t* __restrict__ grouped, int64_t n,
+                                    Box4<at::opmath_type<scalar_t>>* __restrict__ sorted) {
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < n;
+       q += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = order[grouped != nullptr ? grouped[q] : q];
+    sorted[q] = load_box<at::opmath_type<scalar_t>>(boxes + 4 * i);
+  }
+}
+
+// (a) Positions of the chunk that belong to a segment begun in an earlier chunk, against the
+// kept boxes of that segment (a suffix of the kept list, which is in position order). One
+// thread per position; blockIdx.y takes a slice of the kept boxes, read through shared memory
+// in tiles of 256. Results are OR-ed into removed[] (bit = position - chunk_begin).
+template <typename T>
+__global__ void __launch_bounds__(256) suppress_by_kept_kernel(
+    const Box4<T>* __restrict__ boxes, const int32_t* __restrict__ seg_start,
+    const int32_t* __restrict__ seg_end, const int32_t* __restrict__ kept_pos,
+    const int32_t* __restrict__ kept_count, int32_t chunk_begin, int32_t chunk_len, T thr,
+    ull* __restrict__ removed) {
+  const int32_t s0 = seg_start[chunk_begin];
+  if (s0 == chunk_begin) return;  // the chunk starts a segment: nothing kept before it
+  __shared__ Box4<T> tile[256];
+  __shared__ int32_t lo_s;
+  const int32_t kept_n = *kept_count;
+  if (threadIdx.x == 0) {  // first kept position >= s0
+    int32_t lo = 0, hi = kept_n;
+    while (lo < hi) {
+      const int32_t mid = (lo + hi) / 2;
+      if (kept_pos[mid] < s0) lo = mid + 1; else hi = mid;
+    }
+    lo_s = lo;
+  }
+  __syncthreads();
+  const int32_t lo = lo_s;
+  const int32_t slices = static_cast<int32_t>(gridDim.y);
+  const int32_t per = (kept_n - lo + slices - 1) / slices;
+  const int32_t j0 = lo + static_cast<int32_t>(blockIdx.y) * per, j1 = min(kept_n, j0 + per);
+  const int32_t q_end = min(seg_end[chunk_begin], chunk_begin + chunk_len);
+  const int32_t rel = blockIdx.x * 256 + threadIdx.x;
+  const int32_t q = chunk_begin + rel;
+  const bool active = rel < chunk_len && q < q_end;
+  Box4<T> box{};
+  if (active) box = boxes[q];
+  bool sup = !active;
+  for (int32_t jt = j0; jt < j1; jt += 256) {
+    if (__syncthreads_and(sup)) break;  // also: nobody still reads the previous tile
+    if (jt + threadIdx.x < j1) tile[threadIdx.x] = boxes[kept_pos[jt + threadIdx.x]];
+    __syncthreads();
+    const int32_t nt = min(256, j1 - jt);
+    for (int32_t t = 0; t < nt && !sup; ++t) sup = iou(tile[t], box) > thr;
+  }
+  const unsigned ballot = __ballot_sync(0xffffffffu, active && sup);
+  if ((threadIdx.x & 31) == 0 && ballot != 0) {
+    const int32_t first = rel;  // lane 0's position; a multiple of 32
+    atomicOr(&removed[first / 64], static_cast<ull>(ballot) << (first % 64));
+  }
+}
+
+// (b) mask[i * words + cb] bit t: IoU(position i, position cb * 64 + t) > thr, for positions of
+// the chunk in the same segment, t > i. Block (cb, rb) of 64 threads: one row each. Rows removed
+// by (a) and column blocks past a row's segment are skipped: (c) never reads them.
+template <typename T>
+__global__ void __launch_bounds__(64) chunk_mask_kernel(
+    const Box4<T>* __restrict__ boxes, const int32_t* __restrict__ seg_end, int32_t chunk_begin,
+    int32_t len, int32_t words, T thr, const ull* __restrict__ removed, ull* __restrict__ mask) {
+  const int32_t rb = blockIdx.y, cb = blockIdx.x;
+  if (cb < rb) return;
+  __shared__ Box4<T> col[64];
+  const int32_t j0 = cb * 64;
+  const int32_t cols = min(64, len - j0);
+  if (static_cast<int32_t>(threadIdx.x) < cols) {
+    col[threadIdx.x] = boxes[chunk_begin + j0 + threadIdx.x];
+  }
+  __syncthreads();
+  const int32_t i = rb * 64 + threadIdx.x;
+  if (i >= len || ((removed[rb] >> threadIdx.x) & 1)) return;
+  const int32_t se = seg_end[chunk_begin + i] - chunk_begin;  // relative; may exceed len
+  if (j0 >= se) return;
+  const Box4<T> a = boxes[chunk_begin + i];
+  const int32_t jend = min(cols, se - j0);
+  ull bits = 0;
+  for (int32_t t = cb == rb ? static_cast<int32_t>(threadIdx.x) + 1 : 0; t < jend; ++t) {
+    if (iou(a, col[t]) > thr) bits |= 1ull << t;
+  }
+  mask[static_cast<int64_t>(i) * words + cb] = bits;
+}
+
+// (c) Greedy pass over the chunk in one block, 64 rows at a time: thread 0 resolves the rows of
+// word w from the diagonal mask words (only its live rows are visited), then every thread ORs
+// the kept rows' mask words into one later word of removed[]. kept positions are appended in
+// order. Tuned for kChunk = 16384: 256 threads, one later word each.
+__global__ void __launch_bounds__(kChunkWords) chunk_greedy_kernel(
+    const ull* __restrict__ mask, const int32_t* __restrict__ seg_end, int32_t chunk_begin,
+    int32_t len, int32_t words, const ull* __restrict__ removed_in, int32_t* __restrict__ kept_pos,
+    int32_t* __restrict__ kept_count) {
+  __shared__ ull removed[kChunkWords];
+  __shared__ ull diag[64];
+  __shared__ int32_t row_end[64];
+  __shared__ ull kept_s;
+  const int tid = threadIdx.x;
+  for (int w = tid; w < words; w += blockDim.x) removed[w] = removed_in[w];
+  int32_t kept_n = *kept_count;
+  __syncthreads();
+  for (int32_t w = 0; w < words; ++w) {
+    const int32_t row0 = w * 64;
+    const int32_t rows = min(64, len - row0);
+    if (tid < rows) {
+      const bool dead = (removed[w] >> tid) & 1;  // removed by (a) or an earlier word
+      diag[tid] = dead ? 0 : mask[static_cast<int64_t>(row0 + tid) * words + w];
+      row_end[tid] = seg_end[chunk_begin + row0 + tid] - chunk_begin;
+    }
+    __syncthreads();
+    if (tid == 0) {
+      ull r = removed[w] | (rows < 64 ? ~0ull << rows : 0ull);
+      ull kept = 0;
+      ull live = ~r;
+      while (live != 0) {
+        const int i = __ffsll(static_cast<long long>(live)) - 1;
+        kept |= 1ull << i;
+        r |= diag[i];
+        live = i == 63 ? 0ull : (~r & (~0ull << (i + 1)));
+      }
+      removed[w] = r;
+      kept_s = kept;
+    }
+    __syncthreads();
+    const ull kept = kept_s;
+    if (kept != 0) {
+      for (int32_t w2 = w + 1 + tid; w2 < words; w2 += blockDim.x) {
+        ull acc = 0;
+        for (ull k = kept; k != 0; k &= k - 1) {
+          const int i = __ffsll(static_cast<long long>(k)) - 1;
+          if (w2 * 64 < row_end[i]) acc |= mask[static_cast<int64_t>(row0 + i) * words + w2];
+        }
+        removed[w2] |= acc;
+      }
+      if (tid < 64 && ((kept >> tid) & 1)) {
+        kept_pos[kept_n + __popcll(kept & ((1ull << tid) - 1))] = chunk_begin + row0 + tid;
+      }
+      kept_n += __popcll(kept);
+    }
+    __syncthreads();
+  }
+  if (tid == 0) *kept_count = kept_n;
+}
+
+// flags[grouped[kept_pos[k]]] = 1 for the kept positions: their ranks.
+__global__ void kept_flags_kernel(const int32_t* __restrict__ kept_pos,
+                                  const int32_t* __restrict__ kept_count,
+                                  const int32_t* __restrict__ grouped, uint8_t* __restrict__ flags,
+                                  int64_t n) {
+  const int64_t count = *kept_count;
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count && k < n;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    flags[grouped[kept_pos[k]]] = 1;
+  }
+}
+
+// out[k] = src[pos ? pos[k] : k] for k < count, as int64.
+__global__ void gather_kept_kernel(const int32_t* __restrict__ src, const int32_t* __restrict__ pos,
+                                   int64_t count, int64_t* __restrict__ out) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    out[k] = src[pos != nullptr ? pos[k] : k];
+  }
+}
+
+// Runs (a), (b), (c) over every chunk of the n boxes in processing order. Returns the kept
+// positions (ascending) and their count, both on the device.
+template <typename T>
+std::pair<at::Tensor, at::Tensor> chunked_nms(const at::Tensor& sorted_boxes,
+                                              const at::Tensor& seg_start,
+                                              const at::Tensor& seg_end, int64_t n, T thr,
+                                              cudaStream_t stream) {
+  const auto opts = seg_start.options();
+  at::Tensor kept_pos = at::empty({n}, opts);
+  at::Tensor kept_count = at::zeros({1}, opts);
+  const int64_t chunk = std::min<int64_t>(n, kChunk);
+  const int32_t max_words = static_cast<int32_t>((chunk + 63) / 64);
+  at::Tensor mask = at::empty({chunk * max_words}, opts.dtype(at::kLong));
+  at::Tensor removed = at::empty({max_words}, opts.dtype(at::kLong));
+  const auto* boxes = reinterpret_cast<const Box4<T>*>(sorted_boxes.data_ptr());
+  ull* mask_p = reinterpret_cast<ull*>(mask.data_ptr<int64_t>());
+  ull* removed_p = reinterpret_cast<ull*>(removed.data_ptr<int64_t>());
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int32_t len = static_cast<int32_t>(std::min<int64_t>(kChunk, n - begin));
+    const int32_t words = (len + 63) / 64;
+    C10_CUDA_CHECK(cudaMemsetAsync(removed_p, 0, words * sizeof(ull), stream));
+    if (begin > 0) {
+      suppress_by_kept_kernel<T><<<dim3((len + 255) / 256, kKeptSlices), 256, 0, stream>>>(
+          boxes, seg_start.data_ptr<int32_t>(), seg_end.data_ptr<int32_t>(),
+          kept_pos.data_ptr<int32_t>(), kept_count.data_ptr<int32_t>(),
+          static_cast<int32_t>(begin), len, thr, removed_p);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    chunk_mask_kernel<T><<<dim3(words, words), 64, 0, stream>>>(
+        boxes, seg_end.data_ptr<int32_t>(), static_cast<int32_t>(begin), len, words, thr,
+        removed_p, mask_p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    chunk_greedy_kernel<<<1, kChunkWords, 0, stream>>>(
+        mask_p, seg_end.data_ptr<int32_t>(), static_cast<int32_t>(begin), len, words, removed_p,
+        kept_pos.data_ptr<int32_t>(), kept_count.data_ptr<int32_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {kept_pos, kept_count};
+}
+
+// Rank order of the scores: order[r] = index of the box of rank r.
+template <typename scalar_t>
+at::Tensor rank_order_cuda(const at::Tensor& scores, int64_t n, cudaStream_t stream) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using key_t = skey_t<acc_t>;
+  const auto iopts = scores.options().dtype(at::kInt);
+  at::Tensor keys = at::empty({2 * n * static_cast<int64_t>(sizeof(key_t))},
+                              scores.options().dtype(at::kByte));
+  key_t* keys_in = reinterpret_cast<key_t*>(keys.data_ptr());
+  key_t* keys_out = keys_in + n;
+  at::Tensor vals = at::empty({n}, iopts), order = at::empty({n}, iopts);
+  score_keys_kernel<scalar_t><<<blocks_for(n, 256), 256, 0, stream>>>(
+      scores.data_ptr<scalar_t>(), n, keys_in, vals.data_ptr<int32_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  cub_call(scores, [&](void* temp, size_t& bytes) {
+    return cub::DeviceRadixSort::SortPairs(temp, bytes, keys_in, keys_out,
+                                           vals.data_ptr<int32_t>(), order.data_ptr<int32_t>(),
+                                           n, 0, int(sizeof(key_t) * 8), stream);
+  });
+  return order;
+}
+
+at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  const int64_t n = check_nms_args("nms", boxes, scores, iou_threshold);
+  const c10::cuda::CUDAGuard guard(boxes.device());
+  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "nms_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor order = rank_order_cuda<scalar_t>(s, n, stream);
+    at::Tensor sorted = at::empty({n, static_cast<int64_t>(sizeof(Box4<acc_t>))},
+                                  b.options().dtype(at::kByte));
+    gather_boxes_kernel<scalar_t><<<blocks_for(n, 256), 256, 0, stream>>>(
+        b.data_ptr<scalar_t>(), order.data_ptr<int32_t>(), nullptr, n,
+        reinterpret_cast<Box4<acc_t>*>(sorted.data_ptr()));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const at::Tensor seg_start = at::zeros({n}, order.options());  // one segment: [0, n)
+    const at::Tensor seg_end = at::full({n}, n, order.options());
+    auto [kept_pos, kept_count] = chunked_nms<acc_t>(sorted, seg_start, seg_end, n,
+                                                     threshold_below<acc_t>(iou_threshold), stream);
+    const int64_t count = kept_count.item<int32_t>();  // the one host synchronisation
+    out = at::empty({count}, b.options().dtype(at::kLong));
+    if (count > 0) {
+      gather_kept_kernel<<<blocks_for(count, 256), 256, 0, stream>>>(
+          order.data_ptr<int32_t>(), kept_pos.data_ptr<int32_t>(), count,
+          out.data_ptr<int64_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return out;
+}
+
+at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
+                            const at::Tensor& idxs, double iou_threshold) {
+  constexpr const char* op = "batched_nms";
+  const int64_t n = check_nms_args(op, boxes, scores, iou_threshold);
+  check_idxs(op, boxes, idxs);
+  const c10::cuda::CUDAGuard guard(boxes.device());
+  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
+  const at::Tensor cls = idxs.to(at::kLong).contiguous();
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), op, [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor order = rank_order_cuda<scalar_t>(s, n, stream);
+    const auto iopts = order.options();
+    // group the rank order by class (stable: rank order within each class)
+    at::Tensor ckeys = at::empty({2 * n}, cls.options());
+    uint64_t* ckeys_in = reinterpret_cast<uint64_t*>(ckeys.data_ptr<int64_t>());
+    uint64_t* ckeys_out = ckeys_in + n;
+    at::Tensor ranks = at::empty({n}, iopts), grouped = at::empty({n}, iopts);
+    class_keys_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(
+        cls.data_ptr<int64_t>(), order.data_ptr<int32_t>(), n, ckeys_in, ranks.data_ptr<int32_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cub_call(b, [&](void* temp, size_t& bytes) {
+      return cub::DeviceRadixSort::SortPairs(temp, bytes, ckeys_in, ckeys_out,
+                                             ranks.data_ptr<int32_t>(),
+                                             grouped.data_ptr<int32_t>(), n, 0, 64, stream);
+    });
+    at::Tensor seg_start = at::empty({n}, iopts), seg_end = at::empty({n}, iopts);
+    segment_bounds_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(
+        ckeys_out, n, seg_start.data_ptr<int32_t>(), seg_end.data_ptr<int32_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    at::Tensor sorted = at::empty({n, static_cast<int64_t>(sizeof(Box4<acc_t>))},
+                                  b.options().dtype(at::kByte));
+    gather_boxes_kernel<scalar_t><<<blocks_for(n, 256), 256, 0, stream>>>(
+        b.data_ptr<scalar_t>(), order.data_ptr<int32_t>(), grouped.data_ptr<int32_t>(), n,
+        reinterpret_cast<Box4<acc_t>*>(sorted.data_ptr()));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    auto [kept_pos, kept_count] = chunked_nms<acc_t>(sorted, seg_start, seg_end, n,
+                                                     threshold_below<acc_t>(iou_threshold), stream);
+    // back to rank order: flag the kept ranks, then select order[r] for the flagged r
+    at::Tensor flags = at::zeros({n}, b.options().dtype(at::kByte));
+    kept_flags_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(
+        kept_pos.data_ptr<int32_t>(), kept_count.data_ptr<int32_t>(),
+        grouped.data_ptr<int32_t>(), flags.data_ptr<uint8_t>(), n);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    at::Tensor selected = at::empty({n}, iopts), num_selected = at::empty({1}, cls.options());
+    cub_call(b, [&](void* temp, size_t& bytes) {
+      return cub::DeviceSelect::Flagged(temp, bytes, order.data_ptr<int32_t>(),
+                                        flags.data_ptr<uint8_t>(), selected.data_ptr<int32_t>(),
+                                        num_selected.data_ptr<int64_t>(), n, stream);
+    });
+    const int64_t count = kept_count.item<int32_t>();  // the one host synchronisation
+    out = at::empty({count}, b.options().dtype(at::kLong));
+    if (count > 0) {
+      gather_kept_kernel<<<blocks_for(count, 256), 256, 0, stream>>>(
+          selected.data_ptr<int32_t>(), nullptr, count, out.data_ptr<int64_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return out;
+}
+
+// =============================================================================================
+// multiclass_nms / ssd_postprocess
+
+constexpr int kSegThreads = 256;  // threads per (image, class) block and per image block
+constexpr int kTile = 64;         // NMS candidates resolved together (one 64-bit word)
+constexpr size_t kMaxSmem = 40 * 1024;  // dynamic; the kernels' static shared memory is < 8 KiB
+
+template <typename CK>
+__device__ __forceinline__ CK max_key() { return ~CK(0); }
+
+template <typename CK>
+constexpr int used_key_bits() { return sizeof(CK) == 8 ? 64 : 96; }
+
+// The k smallest of the valid composite keys gen(q, &key) -> bool, q in [0, n), as a
+// predicate: all valid keys (all = true), or those with key >> shift <= prefix >> shift.
+// MSD radix select, 8 bits per pass, with a 256-bin shared histogram; stops at the first digit
+// whose bucket is taken whole. Keys are unique, so exactly min(k, valid) keys are selected.
+template <typename CK>
+struct Selection {
+  CK prefix;
+  int shift;
+  bool all;
+  int64_t count;
+  __device__ bool operator()(CK key) const { return all || (key >> shift) <= (prefix >> shift); }
+};
+
+template <typename CK, typename Gen>
+__device__ Selection<CK> block_select(const Gen& gen, int64_t n, int64_t k) {
+  __shared__ unsigned hist[256];
+  __shared__ ull total_s;
+  __shared__ CK prefix_s;
+  __shared__ int64_t remaining_s;
+  __shared__ int done_s;
+  const int tid = threadIdx.x;
+  if (tid == 0) total_s = 0;
+  __syncthreads();
+  ull mine = 0;
+  for (int64_t q = tid; q < n; q += blockDim.x) {
+    CK key;
+    mine += gen(q, key) ? 1 : 0;
+  }
+  atomicAdd(&total_s, mine);
+  __syncthreads();
+  const int64_t total = static_cast<int64_t>(total_s);
+  if (total <= k) return {CK(0), 0, true, total};
+  constexpr int kTop = used_key_bits<CK>();
+  if (tid == 0) {
+    prefix_s = CK(0);
+    remaining_s = k;
+  }
+  for (int shift = kTop - 8; shift >= 0; shift -= 8) {
+    for (int d = tid; d < 256; d += blockDim.x) hist[d] = 0;
+    __syncthreads();
+    const CK prefix = prefix_s;
+    for (int64_t q = tid; q < n; q += blockDim.x) {
+      CK key;
+      if (gen(q, key) && (shift + 8 >= kTop || (key >> (shift + 8)) == (prefix >> (shift + 8)))) {
+        atomicAdd(&hist[static_cast<unsigned>(key >> shift) & 255u], 1u);
+      }
+    }
+    __syncthreads();
+    if (tid == 0) {
+      int64_t remaining = remaining_s, below = 0;
+      int d = 0;
+      while (below + hist[d] < remaining) below += hist[d++];  // d < 256: the counts add up
+      remaining -= below;
+      prefix_s = prefix | (CK(d) << shift);
+      remaining_s = remaining;
+      done_s = hist[d] == remaining;
+    }
+    __syncthreads();
+    if (done_s) return {prefix_s, shift, false, k};
+    // (no barrier needed: thread 0 writes prefix_s again only after the next two barriers)
+  }
+  return {prefix_s, 0, false, k};  // not reached: a bucket of the last digit holds one key
+}
+
+// Writes the selected keys to out[0, count) (any order), pads out[count, n_pow2) with the
+// largest key and sorts out[0, n_pow2) ascending (bitonic). Returns count.
+template <typename CK, typename Gen>
+__device__ int64_t block_select_sorted(const Gen& gen, int64_t n, int64_t k, CK* out) {
+  if (k <= 0) return 0;  // max_detections = 0 (block-uniform)
+  const Selection<CK> sel = block_select<CK>(gen, n, k);
+  __shared__ ull fill_s;
+  if (threadIdx.x == 0) fill_s = 0;
+  __syncthreads();
+  for (int64_t q = threadIdx.x; q < n; q += blockDim.x) {
+    CK key;
+    if (gen(q, key) && sel(key)) out[atomicAdd(&fill_s, 1ull)] = key;
+  }
+  int64_t n_pow2 = 1;
+  while (n_pow2 < sel.count) n_pow2 <<= 1;
+  for (int64_t i = sel.count + threadIdx.x; i < n_pow2; i += blockDim.x) out[i] = max_key<CK>();
+  __syncthreads();
+  for (int64_t size = 2; size <= n_pow2; size <<= 1) {
+    for (int64_t stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int64_t t = threadIdx.x; t < n_pow2 / 2; t += blockDim.x) {
+        const int64_t lo = 2 * t - (t & (stride - 1)), hi = lo + stride;
+        const bool ascending = (lo & size) == 0;
+        const CK x = out[lo], y = out[hi];
+        if ((y < x) == ascending) {
+          out[lo] = y;
+          out[hi] = x;
+        }
+      }
+      __syncthreads();
+    }
+  }
+  return sel.count;
+}
+
+template <typename scalar_t>
+struct BoxSource {  // boxes[b, p] or boxes[b, p, c]
+  const scalar_t* data;
+  int64_t image_stride, prior_stride, class_stride;
+  __device__ const scalar_t* at(int64_t b, int64_t p, int64_t c) const {
+    return data + b * image_stride + p * prior_stride + c * class_stride;
+  }
+};
+
+struct SegmentLayout {
+  int64_t b, p, s, topk, max_det, background;
+  __device__ int64_t class_of(int64_t seg) const {
+    return seg + (background >= 0 && seg >= background);
+  }
+};
+
+inline int64_t next_pow2(int64_t x) {
+  int64_t p = 1;
+  while (p < x) p <<= 1;
+  return p;
+}
+
+// Per (image, class) scratch: sorted candidate keys, their boxes and the kept indices, for
+// cand_cap = next_pow2(topk) (at least 4, so that every array stays 16-byte aligned)
+// candidates. In dynamic shared memory when it fits (topk up to ~1000 for float), else in
+// global memory.
+template <typename T>
+struct SegmentScratch {
+  int64_t cand_cap;
+  explicit SegmentScratch(int64_t topk) : cand_cap(std::max<int64_t>(4, next_pow2(topk))) {}
+  int64_t keys_bytes() const { return cand_cap * int64_t(sizeof(ckey_t<T>)); }
+  int64_t boxes_bytes() const { return cand_cap * int64_t(sizeof(Box4<T>)); }
+  int64_t bytes() const { return (keys_bytes() + boxes_bytes() + cand_cap * 4 + 15) / 16 * 16; }
+};
+
+// Step 2: top-k of one (image, class), then greedy NMS by tiles of kTile candidates: each tile
+// is tested against the kept boxes of earlier tiles (threads: 64 candidates x 4 slices of the
+// kept list), then against itself (a 64 x 64 bit mask), and thread 0 resolves it.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kSegThreads) segment_nms_kernel(
+    const skey_t<at::opmath_type<scalar_t>>* __restrict__ keys, BoxSource<scalar_t> src,
+    SegmentLayout lay, at::opmath_type<scalar_t> thr, int64_t keys_bytes, int64_t boxes_bytes,
+    int64_t seg_bytes, unsigned char* __restrict__ global_scratch,
+    ckey_t<at::opmath_type<scalar_t>>* __restrict__ kept_keys,
+    int32_t* __restrict__ kept_count) {
+  using T = at::opmath_type<scalar_t>;
+  using CK = ckey_t<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int64_t seg = blockIdx.x;
+  const int64_t b = seg / lay.s, c = lay.class_of(seg % lay.s);
+  unsigned char* base = global_scratch != nullptr ? global_scratch + seg * seg_bytes : smem;
+  CK* cand = reinterpret_cast<CK*>(base);
+  Box4<T>* bx = reinterpret_cast<Box4<T>*>(base + keys_bytes);
+  int32_t* kept = reinterpret_cast<int32_t*>(base + keys_bytes + boxes_bytes);
+  const auto* key = keys + seg * lay.p;
+  const skey_t<T> excluded = excluded_key<T>();
+  auto gen = [&](int64_t p, CK& out) {
+    const skey_t<T> k = key[p];
+    out = compose_key<T>(k, static_cast<uint32_t>(p));
+    return k != excluded;
+  };
+  const int64_t n = block_select_sorted<CK>(gen, lay.p, lay.topk, cand);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    bx[i] = load_box<T>(src.at(b, low_of(cand[i]), c));
+  }
+  __shared__ ull tile_mask[kTile];
+  __shared__ ull removed_s, kept_s;
+  const int tid = threadIdx.x;
+  const int row = tid % kTile, slice = tid / kTile;
+  constexpr int kSlices = kSegThreads / kTile;
+  int64_t kept_n = 0;
+  __syncthreads();
+  for (int64_t t0 = 0; t0 < n; t0 += kTile) {
+    const int tn = static_cast<int>(n - t0 < kTile ? n - t0 : kTile);
+    if (tid < kTile) tile_mask[tid] = 0;
+    if (tid == 0) removed_s = tn == kTile ? 0ull : ~0ull << tn;
+    __syncthreads();
+    if (row < tn) {
+      const Box4<T> a = bx[t0 + row];
+      for (int64_t j = slice; j < kept_n; j += kSlices) {  // against the kept boxes
+        if (iou(bx[kept[j]], a) > thr) {
+          atomicOr(&removed_s, 1ull << row);
+          break;
+        }
+      }
+      ull bits = 0;  // against the later candidates of the tile, a quarter of them each
+      constexpr int kPer = kTile / kSlices;
+      for (int t = max(row + 1, slice * kPer); t < min(tn, (slice + 1) * kPer); ++t) {
+        if (iou(a, bx[t0 + t]) > thr) bits |= 1ull << t;
+      }
+      if (bits != 0) atomicOr(&tile_mask[row], bits);
+    }
+    __syncthreads();
+    if (tid == 0) {
+      ull r = removed_s, kept_bits = 0, live = ~r;
+      while (live != 0) {
+        const int i = __ffsll(static_cast<long long>(live)) - 1;
+        kept_bits |= 1ull << i;
+        r |= tile_mask[i];
+        live = i == 63 ? 0ull : (~r & (~0ull << (i + 1)));
+      }
+      kept_s = kept_bits;
+    }
+    __syncthreads();
+    const ull kb = kept_s;
+    if (tid < kTile && ((kb >> tid) & 1)) {
+      kept[kept_n + __popcll(kb & ((1ull << tid) - 1))] = static_cast<int32_t>(t0 + tid);
+    }
+    kept_n += __popcll(kb);
+    __syncthreads();
+  }
+  for (int64_t i = tid; i < kept_n; i += blockDim.x) kept_keys[seg * lay.topk + i] = cand[kept[i]];
+  if (tid == 0) kept_count[seg] = static_cast<int32_t>(kept_n);
+}
+
+// Step 3: per image, the max_det best kept detections over all classes, sorted, written with
+// the padding rows.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kSegThreads) merge_detections_kernel(
+    const ckey_t<at::opmath_type<scalar_t>>* __restrict__ kept_keys,
+    const int32_t* __restrict__ kept_count, BoxSource<scalar_t> src, SegmentLayout lay,
+    int64_t sel_cap, ckey_t<at::opmath_type<scalar_t>>* __restrict__ global_scratch,
+    scalar_t* __restrict__ out_boxes, scalar_t* __restrict__ out_scores,
+    int64_t* __restrict__ out_labels, int64_t* __restrict__ out_num) {
+  using T = at::opmath_type<scalar_t>;
+  using CK = ckey_t<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int64_t b = blockIdx.x;
+  CK* sel = global_scratch != nullptr ? global_scratch + b * sel_cap : reinterpret_cast<CK*>(smem);
+  const int64_t k = lay.topk;
+  auto gen = [&](int64_t q, CK& out) {
+    const int64_t s = q / k, t = q % k;
+    if (t >= kept_count[b * lay.s + s]) return false;
+    const CK x = kept_keys[(b * lay.s + s) * k + q % k];
+    out = compose_key<T>(score_key_of<T>(x),
+                         static_cast<uint32_t>(lay.class_of(s) * lay.p + low_of(x)));
+    return true;
+  };
+  const int64_t num = block_select_sorted<CK>(gen, lay.s * k, lay.max_det, sel);
+  for (int64_t i = threadIdx.x; i < lay.max_det; i += blockDim.x) {
+    scalar_t* row = out_boxes + (b * lay.max_det + i) * 4;
+    if (i < num) {
+      const uint32_t low = low_of(sel[i]);
+      const int64_t c = low / lay.p, p = low % lay.p;
+      const scalar_t* box = src.at(b, p, c);
+      for (int q = 0; q < 4; ++q) row[q] = box[q];
+      const T score = from_desc_key<T>(score_key_of<T>(sel[i]));
+      out_scores[b * lay.max_det + i] = static_cast<scalar_t>(score);
+      out_labels[b * lay.max_det + i] = c;
+    } else {
+      for (int q = 0; q < 4; ++q) row[q] = scalar_t(0);
+      out_scores[b * lay.max_det + i] = scalar_t(0);
+      out_labels[b * lay.max_det + i] = -1;
+    }
+  }
+  if (threadIdx.x == 0) out_num[b] = num;
+}
+
+// Steps 2 and 3 on keys [B, S, P].
+template <typename scalar_t>
+void multiclass_core_cuda(const MulticlassPlan& pl, const at::Tensor& keys,
+                          const BoxSource<scalar_t>& src, double iou_threshold, Detections& out,
+                          cudaStream_t stream) {
+  using T = at::opmath_type<scalar_t>;
+  using CK = ckey_t<T>;
+  const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
+  const int64_t segments = pl.b * pl.segments_per_image;
+  const auto bytes = keys.options().dtype(at::kByte);
+  at::Tensor kept_keys =
+      at::empty({std::max<int64_t>(1, segments * pl.topk * int64_t(sizeof(CK)))}, bytes);
+  at::Tensor kept_count =
+      at::zeros({std::max<int64_t>(1, segments)}, keys.options().dtype(at::kInt));
+  if (segments > 0 && pl.p > 0) {
+    const SegmentScratch<T> sc(pl.topk);
+    const bool in_smem = sc.bytes() <= int64_t(kMaxSmem);
+    at::Tensor scratch = at::empty({in_smem ? 1 : segments * sc.bytes()}, bytes);
+    TORCH_CHECK(segments < (int64_t(1) << 31), "multiclass_nms: at most 2^31 - 1 (image, class) "
+                "pairs are supported, got ", segments);
+    segment_nms_kernel<scalar_t><<<static_cast<unsigned>(segments), kSegThreads,
+                                   in_smem ? sc.bytes() : 0, stream>>>(
+        reinterpret_cast<const skey_t<T>*>(keys.data_ptr()), src, lay,
+        threshold_below<T>(iou_threshold), sc.keys_bytes(), sc.boxes_bytes(), sc.bytes(),
+        in_smem ? nullptr : scratch.data_ptr<uint8_t>(),
+        reinterpret_cast<CK*>(kept_keys.data_ptr()), kept_count.data_ptr<int32_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  if (pl.b == 0) return;
+  const int64_t sel_cap = next_pow2(std::max<int64_t>(1, pl.max_det));
+  const bool in_smem = sel_cap * sizeof(CK) <= kMaxSmem;
+  at::Tensor scratch = at::empty({in_smem ? 1 : pl.b * sel_cap * int64_t(sizeof(CK))}, bytes);
+  merge_detections_kernel<scalar_t><<<static_cast<unsigned>(pl.b), kSegThreads,
+                                      in_smem ? sel_cap * sizeof(CK) : 0, stream>>>(
+      reinterpret_cast<const CK*>(kept_keys.data_ptr()), kept_count.data_ptr<int32_t>(), src,
+      lay, sel_cap, in_smem ? nullptr : reinterpret_cast<CK*>(scratch.data_ptr()),
+      out.boxes.data_ptr<scalar_t>(), out.scores.data_ptr<scalar_t>(),
+      out.labels.data_ptr<int64_t>(), out.num.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Step 1 of multiclass_nms: keys[(b * S + s) * P + p] from scores[b, p, class_of(s)]. One
+// thread per key, p fastest, so the writes coalesce (the reads are strided by C and served by
+// L2, each 32-byte sector being read for several classes).
+template <typename scalar_t>
+__global__ void multiclass_keys_kernel(const scalar_t* __restrict__ scores, SegmentLayout lay,
+                                       int64_t c_n, at::opmath_type<scalar_t> thr,
+                                       skey_t<at::opmath_type<scalar_t>>* __restrict__ keys) {
+  using T = at::opmath_type<scalar_t>;
+  const int64_t total = lay.b * lay.s * lay.p;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t p = i % lay.p, bs = i / lay.p;
+    const int64_t b = bs / lay.s, c = lay.class_of(bs % lay.s);
+    const T v = static_cast<T>(scores[(b * lay.p + p) * c_n + c]);
+    keys[i] = v > thr ? desc_key(v) : excluded_key<T>();
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> as_tuple(const Detections& d) {
+  return {d.boxes, d.scores, d.labels, d.num};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cuda(
+    const at::Tensor& boxes, const at::Tensor& scores, double score_threshold,
+    double iou_threshold, int64_t topk_per_class, int64_t max_detections,
+    int64_t background_class) {
+  const MulticlassPlan pl = plan_multiclass_nms(boxes, scores, score_threshold, iou_threshold,
+                                                topk_per_class, max_detections, background_class);
+  const c10::cuda::CUDAGuard guard(boxes.device());
+  Detections out = empty_detections(pl, boxes.options());
+  const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "multiclass_nms", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
+    const int64_t total = pl.b * pl.segments_per_image * pl.p;
+    at::Tensor keys = at::empty({std::max<int64_t>(1, total * int64_t(sizeof(skey_t<T>)))},
+                                b.options().dtype(at::kByte));
+    if (total > 0) {
+      multiclass_keys_kernel<scalar_t><<<blocks_for(total, 256), 256, 0, stream>>>(
+          s.data_ptr<scalar_t>(), lay, pl.c, threshold_below<T>(score_threshold),
+          reinterpret_cast<skey_t<T>*>(keys.data_ptr()));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    const int64_t per_prior = pl.per_class_boxes ? pl.c : 1;
+    const BoxSource<scalar_t> src{b.data_ptr<scalar_t>(), pl.p * per_prior * 4, per_prior * 4,
+                                  pl.per_class_boxes ? 4 : 0};
+    multiclass_core_cuda<scalar_t>(pl, keys, src, iou_threshold, out, stream);
+  });
+  return as_tuple(out);
+}
+
+// Step 1 of ssd_postprocess, one thread per (image, prior): decode (+ clip) the box as
+// decode_boxes rounds it, and the softmax over the C logits with the arithmetic of the CPU
+// kernel (max, then sum of exp_det, class order; exp_det is recomputed rather than stored).
+// The logit reads are strided by C across threads: fine for C up to ~100 (L1 serves them).
+template <typename scalar_t>
+__global__ void decode_softmax_keys_kernel(
+    const scalar_t* __restrict__ loc, const scalar_t* __restrict__ logits,
+    const scalar_t* __restrict__ priors, SegmentLayout lay, int64_t c_n,
+    at::opmath_type<scalar_t> v0, at::opmath_type<scalar_t> v1, at::opmath_type<scalar_t> v2,
+    at::opmath_type<scalar_t> v3, bool clip, at::opmath_type<scalar_t> thr,
+    scalar_t* __restrict__ decoded, skey_t<at::opmath_type<scalar_t>>* __restrict__ keys) {
+  using T = at::opmath_type<scalar_t>;
+  const T v[4] = {v0, v1, v2, v3};
+  const int64_t total = lay.b * lay.p;
+  for (int64_t bp = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; bp < total;
+       bp += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = bp / lay.p, p = bp % lay.p;
+    T x[4], d[4], y[4];
+    for (int q = 0; q < 4; ++q) {
+      x[q] = static_cast<T>(loc[4 * bp + q]);
+      d[q] = static_cast<T>(priors[4 * p + q]);
+    }
+    decode_one(x, d, v, y);
+    for (int q = 0; q < 4; ++q) {
+      decoded[4 * bp + q] = static_cast<scalar_t>(clip ? clip01(y[q]) : y[q]);
+    }
+    const scalar_t* l = logits + bp * c_n;
+    T m = static_cast<T>(l[0]);
+    for (int64_t c = 1; c < c_n; ++c) m = max_(m, static_cast<T>(l[c]));
+    T sum = T(0);
+    for (int64_t c = 0; c < c_n; ++c) sum += exp_det(static_cast<T>(l[c]) - m);
+    for (int64_t seg = 0; seg < lay.s; ++seg) {
+      const T e = exp_det(static_cast<T>(l[lay.class_of(seg)]) - m);
+      const T prob = static_cast<T>(static_cast<scalar_t>(e / sum));
+      keys[(b * lay.s + seg) * lay.p + p] = prob > thr ? desc_key(prob) : excluded_key<T>();
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cuda(
+    const at::Tensor& loc, const at::Tensor& conf_logits, const at::Tensor& priors,
+    at::ArrayRef<double> variances, bool clip, double score_threshold, double iou_threshold,
+    int64_t topk_per_class, int64_t max_detections, int64_t background_class) {
+  const MulticlassPlan pl =
+      plan_ssd_postprocess(loc, conf_logits, priors, variances, score_threshold, iou_threshold,
+                           topk_per_class, max_detections, background_class);
+  const c10::cuda::CUDAGuard guard(loc.device());
+  Detections out = empty_detections(pl, loc.options());
+  const at::Tensor l = loc.contiguous(), cl = conf_logits.contiguous(), pr = priors.contiguous();
+  at::Tensor decoded = at::empty({pl.b, pl.p, 4}, loc.options());
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const auto dtype = l.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssd_postprocess", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
+    const int64_t total = pl.b * pl.segments_per_image * pl.p;
+    at::Tensor keys = at::empty({std::max<int64_t>(1, total * int64_t(sizeof(skey_t<T>)))},
+                                l.options().dtype(at::kByte));
+    if (total > 0) {  // S >= 1, so C >= 1
+      decode_softmax_keys_kernel<scalar_t><<<blocks_for(pl.b * pl.p, 128), 128, 0, stream>>>(
+          l.data_ptr<scalar_t>(), cl.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(), lay, pl.c,
+          T(variances[0]), T(variances[1]), T(variances[2]), T(variances[3]), clip,
+          threshold_below<T>(score_threshold), decoded.data_ptr<scalar_t>(),
+          reinterpret_cast<skey_t<T>*>(keys.data_ptr()));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    const BoxSource<scalar_t> src{decoded.data_ptr<scalar_t>(), pl.p * 4, 4, 0};
+    multiclass_core_cuda<scalar_t>(pl, keys, src, iou_threshold, out, stream);
+  });
+  return as_tuple(out);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ssd_fast, CUDA, m) {
+  m.impl("nms", &nms_cuda);
+  m.impl("batched_nms", &batched_nms_cuda);
+  m.impl("multiclass_nms", &multiclass_nms_cuda);
+  m.impl("ssd_postprocess", &ssd_postprocess_cuda);
+}
+
+}  // namespace ssd_fast
