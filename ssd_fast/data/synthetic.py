@@ -159,6 +159,7 @@ class SyntheticDataset:
     classes = CLASSES
 
     def __init__(self, seed: int = 0, n: int = 2000, size: int = 160, split: str = "train"):
+        self._cache = None
         if split not in SPLITS:
             raise ValueError(f"synthetic: split must be one of {sorted(SPLITS)}, got {split!r}")
         if n < 1 or size < 32:
@@ -171,7 +172,18 @@ class SyntheticDataset:
     def __getitem__(self, index):
         if not 0 <= index < self.n:
             raise IndexError(f"synthetic: index {index} out of range [0, {self.n})")
+        if self._cache is not None:
+            return self._cache[index]
         return render(self.seed, self.split, index, self.size)
+
+    def target(self, index):
+        return self[index][1]
+
+    def cache(self) -> "SyntheticDataset":
+        """Render every image now and keep them in memory (``n * size^2 * 3`` bytes; DataLoader
+        workers then share them copy-on-write instead of drawing them again every epoch)."""
+        self._cache = [render(self.seed, self.split, i, self.size) for i in range(self.n)]
+        return self
 
     def image_id(self, index):
         return index
