@@ -189,6 +189,8 @@ class TrainTransform:
 class TestTransform:
     """Resize + normalize only; boxes normalized to [0, 1]."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, size: int):
         self.size = size
 
