@@ -166,11 +166,14 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
-        if not self.amp and not math.isfinite(float(grad_norm)):
+        if not math.isfinite(float(grad_norm)):
             self.skipped_steps += 1
+            if self.amp:  # let the scaler see the overflow and lower its scale (it skips the step)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             return None
-        self.scaler.step(self.optimizer)  # under AMP the scaler skips non-finite gradients itself
+        self.scaler.step(self.optimizer)
         self.scaler.update()
         return {"loss": loss.item(), "loc_loss": loc_loss.item(), "conf_loss": conf_loss.item()}
 
