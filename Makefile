@@ -38,7 +38,7 @@ bench-smoke: build
 	$(PY) -m pytest benchmarks -q --benchmark-disable
 
 demo: build
-	$(VENV)/bin/ssd-fast bench
+	$(VENV)/bin/ssd-fast demo
 
 clean:
 	rm -rf build ssd_fast/_C*.so $(VENV)/.built

@@ -1,0 +1,17 @@
+"""Datasets (SPEC §4), augmentation and batching.
+
+```python
+from ssd_fast.data import build_dataset, TrainTransform, Augmented, collate
+ds = build_dataset("synthetic:seed=0,n=2000,size=160")     # or "voc:ROOT,year=2007,split=test"
+image, target = ds[0]             # uint8 [H, W, 3] RGB; boxes [G, 4] pixels, labels, difficult
+```
+Every dataset has ``classes`` (background first), ``__len__``, ``__getitem__`` and
+``image_id(index)`` (the id COCO evaluation uses).
+"""
+from .loader import Augmented, IterationBatchSampler, collate
+from .spec import build_dataset, parse_spec
+from .synthetic import SyntheticDataset
+from .transforms import MEAN, STD, TestTransform, TrainTransform
+
+__all__ = ["build_dataset", "parse_spec", "SyntheticDataset", "Augmented", "collate",
+           "IterationBatchSampler", "TrainTransform", "TestTransform", "MEAN", "STD"]

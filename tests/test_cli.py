@@ -1,0 +1,70 @@
+"""Each ``ssd-fast`` subcommand on tiny settings; bad input names what is wrong."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import ssd_fast
+from ssd_fast.cli import main
+
+needs_postprocess = pytest.mark.skipif(
+    not hasattr(ssd_fast.ops, "ssd_postprocess"),
+    reason="ssd_fast.ops.ssd_postprocess (branch nms) is not merged yet; SSD.detect needs it")
+
+
+def _train(out):
+    main(["train", "--data", "synthetic:n=16,size=64", "--image-size", "64", "--iterations", "2",
+          "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out)])
+    return out / "model.pt"
+
+
+def test_train_writes_checkpoints_and_resumes(tmp_path):
+    ckpt = _train(tmp_path)
+    assert ckpt.exists()
+    main(["train", "--data", "synthetic:n=16,size=64", "--iterations", "3", "--batch-size", "4",
+          "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path),
+          "--resume", str(tmp_path / "checkpoint.pt")])
+    log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    assert [r["iteration"] for r in log][-1] == 3
+
+
+def test_bad_input_is_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown kind 'nope'"):
+        main(["train", "--data", "nope", "--out", str(tmp_path), "--device", "cpu"])
+    with pytest.raises(SystemExit, match="missing.pt"):
+        main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--data", "synthetic:n=4", "--device", "cpu"])
+    ckpt = _train(tmp_path)
+    with pytest.raises(SystemExit, match="num_classes=6"):
+        main(["eval", "--checkpoint", str(ckpt), "--data", f"coco:{tmp_path},{_coco_one_class(tmp_path)}",
+              "--device", "cpu"])
+
+
+def _coco_one_class(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    return path
+
+
+@needs_postprocess
+def test_demo_eval_detect(tmp_path):
+    out = tmp_path / "demo"
+    m = main(["demo", "--out", str(out), "--iterations", "3", "--train-n", "64", "--test-n", "8", "--quiet"])
+    for name in ("model.pt", "metrics.json", "detections.png"):
+        assert (out / name).exists()
+    assert 0 <= m["voc07_map50"] <= 1
+    res = main(["eval", "--checkpoint", str(out / "model.pt"), "--data", "synthetic:seed=1,n=8,size=128,split=test",
+                "--json", str(tmp_path / "m.json"), "--coco", "--device", "cpu"])
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["voc07_map50"] == pytest.approx(res["voc07_map50"]) and "coco_ap" in saved
+    img = tmp_path / "in.png"
+    Image.fromarray(np.full((50, 70, 3), 200, np.uint8)).save(img)
+    main(["detect", "--checkpoint", str(out / "model.pt"), str(img), "--out", str(tmp_path / "det.png")])
+    assert Image.open(tmp_path / "det.png").size == (70, 50)
+    with pytest.raises(SystemExit, match="overwrite the input"):
+        main(["detect", "--checkpoint", str(out / "model.pt"), str(img), "--out", str(img)])
+
+
+def test_bench_still_there():
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
