@@ -25,6 +25,8 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     main(["train", "--data", "synthetic:n=16,size=64", "--iterations", "3", "--batch-size", "4",
           "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path),
           "--resume", str(tmp_path / "checkpoint.pt")])
+    with pytest.raises(SystemExit):  # argparse names the bad choice
+        main(["train", "--data", "synthetic:n=16,size=64", "--optimizer", "adam", "--out", str(tmp_path)])
     log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     assert [r["iteration"] for r in log][-1] == 3
 

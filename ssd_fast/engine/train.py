@@ -1,4 +1,4 @@
-"""The training loop: SGD (momentum 0.9, weight decay 5e-4), linear warmup then multi-step LR,
+"""The training loop: SGD (momentum 0.9, weight decay 5e-4; or AdamW), linear warmup then multi-step LR,
 AMP on CUDA, DDP under ``torchrun``, a guard that skips non-finite steps, atomic checkpoints
 every N iterations with exact resume, a tqdm bar and JSON-lines logs.
 
@@ -23,12 +23,16 @@ from ..models.checkpoint import load_checkpoint
 from .distributed import world
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Training hyper-parameters (per process: ``batch_size`` is per rank)."""
     iterations: int = 1000
     batch_size: int = 32
     lr: float = 1e-3
+    optimizer: str = "sgd"  # or "adamw" (betas 0.9, 0.999): much faster from scratch on small data
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_iters: int = 100
@@ -53,6 +57,8 @@ class TrainConfig:
                              f"{self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         self.milestones = tuple(int(m) for m in self.milestones)
 
 
@@ -100,9 +106,9 @@ class Trainer:
         for p in model.parameters():
             (no_decay if p.ndim <= 1 else decay).append(p)
         # weight decay on conv weights only (not BN or biases), as in torchvision's references
-        self.optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                                          {"params": no_decay, "weight_decay": 0.0}],
-                                         lr=cfg.lr, momentum=cfg.momentum)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        self.optimizer = (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
+                          else torch.optim.AdamW(groups, lr=cfg.lr))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(it, cfg))
         self.amp = cfg.amp if cfg.amp is not None else self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)

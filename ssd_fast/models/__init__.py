@@ -1,5 +1,5 @@
 """The SSD model (SPEC §3): default boxes, SSD300/SSD512 on VGG16, SSDLite, the MultiBox loss,
-weight conversion from torchvision and ssd.pytorch, and checkpoints.
+the slim VGG-style SSD of the demo, weight conversion from torchvision and ssd.pytorch, and checkpoints.
 
 ```python
 from ssd_fast.models import ssd300_vgg16, MultiBoxLoss, save_checkpoint, load_model
@@ -17,11 +17,11 @@ from .checkpoint import MODELS, build_model, load_checkpoint, load_model, model_
 from .loss import MultiBoxLoss
 from .priors import PRESETS, PriorSpec, get_prior_spec, prior_boxes, ssd_sizes
 from .ssd import DEFAULT_POSTPROCESS, SSD
-from .ssdlite import ssdlite, ssdlite_priors
+from .ssdlite import ssd_tiny, ssdlite, ssdlite_priors
 from .vgg import L2Norm, ssd300_vgg16, ssd512_vgg16
 
 __all__ = [
-    "SSD", "ssd300_vgg16", "ssd512_vgg16", "ssdlite", "MultiBoxLoss",
+    "SSD", "ssd300_vgg16", "ssd512_vgg16", "ssdlite", "ssd_tiny", "MultiBoxLoss",
     "PriorSpec", "PRESETS", "prior_boxes", "get_prior_spec", "ssd_sizes", "ssdlite_priors",
     "L2Norm", "DEFAULT_POSTPROCESS", "convert",
     "MODELS", "build_model", "model_from_config", "save_checkpoint", "load_checkpoint", "load_model",

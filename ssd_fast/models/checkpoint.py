@@ -18,7 +18,7 @@ import torch
 
 from .priors import PriorSpec
 from .ssd import SSD
-from .ssdlite import ssdlite
+from .ssdlite import ssd_tiny, ssdlite
 from .vgg import ssd300_vgg16, ssd512_vgg16
 
 FORMAT, VERSION = "ssd_fast.checkpoint", 1
@@ -26,6 +26,7 @@ MODELS: Dict[str, Callable[..., SSD]] = {
     "ssd300_vgg16": ssd300_vgg16,
     "ssd512_vgg16": ssd512_vgg16,
     "ssdlite": ssdlite,
+    "ssd_tiny": ssd_tiny,
 }
 _RESERVED = ("format", "version", "config", "state_dict")
 

@@ -1,22 +1,28 @@
-"""SSDLite: a light SSD for CPUs and small inputs — a MobileNet-style backbone of depthwise-
-separable convolutions (depthwise 3x3 + BN + ReLU6, pointwise 1x1 + BN + ReLU6) and separable
-heads (depthwise 3x3 + BN + ReLU6, then a 1x1 conv), on the same priors, loss and postprocess as
-SSD300.
+"""Light SSDs for CPUs and small inputs, on the same priors, loss and postprocess as SSD300.
 
-Six feature maps at strides 8, 16, 32, 64, 128, 256 (160 px: 20, 10, 5, 3, 2, 1; 128 px:
-16, 8, 4, 2, 1, 1). At ``width_mult=1`` for 21 classes: 198k parameters, 21M multiply-adds per
-160 px image (13M at 128 px); a batch of 32 at 160 px takes about 0.7 s forward + backward
-on 2 CPU threads, so it trains in minutes.
+- ``ssdlite``: a MobileNet-style backbone of depthwise-separable convolutions (depthwise 3x3 +
+  BN + ReLU6, pointwise 1x1 + BN + ReLU6) and separable heads (depthwise 3x3 + BN + ReLU6,
+  then a 1x1 conv). At ``width_mult=1`` for 21 classes: 198k parameters, 21M multiply-adds
+  per 160 px image (13M at 128 px). Few multiply-adds, but slow to train from scratch: on the
+  synthetic data it needs several times the iterations of ``ssd_tiny``.
+- ``ssd_tiny``: the same six maps from a slim VGG-style backbone (plain 3x3 conv + BN + ReLU,
+  as SSD300's VGG16 but 24-128 channels) and one 3x3 conv per head, as SSD300's. About 1.1M
+  parameters and 130M multiply-adds per 128 px image; it learns the synthetic shapes within
+  a few hundred iterations, so the demo trains it.
+
+Both give six feature maps at strides 8, 16, 32, 64, 128, 256 (160 px: 20, 10, 5, 3, 2, 1;
+128 px: 16, 8, 4, 2, 1, 1).
 """
 from typing import List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
 from .priors import SSD300_RATIOS, PriorSpec, get_prior_spec, ssd_sizes
-from .ssd import SSD, spatial_size, xavier_init
+from .ssd import SSD, conv3x3_head, spatial_size, xavier_init
 
-#: Feature-map channels at width_mult 1, and the blocks of each stage: (out channels, stride).
-STAGES = (
+#: The blocks of each stage at width_mult 1: (out channels, stride); the first block of
+#: ``MOBILENET_STAGES`` is a full 3x3 conv, the others depthwise-separable.
+MOBILENET_STAGES = (
     ((16, 2), (32, 2), (48, 1), (64, 2), (64, 1)),  # stem (a full 3x3 conv), then separable
     ((128, 2), (128, 1), (128, 1)),
     ((128, 2),),
@@ -24,11 +30,21 @@ STAGES = (
     ((64, 2),),
     ((64, 2),),
 )
+#: ``ssd_tiny``'s stages, all full 3x3 convs.
+VGG_STAGES = (
+    ((24, 2), (48, 2), (48, 1), (96, 2), (96, 1)),
+    ((128, 2), (128, 1)),
+    ((128, 2),),
+    ((128, 2),),
+    ((64, 2),),
+    ((64, 2),),
+)
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+             act: type = nn.ReLU6) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+                         nn.BatchNorm2d(cout), act(inplace=True))
 
 
 def separable(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -48,27 +64,35 @@ def _scaled(c: int, width_mult: float) -> int:
     return max(8, int(round(c * width_mult / 8)) * 8)
 
 
-class MobileNetLiteBackbone(nn.Module):
-    """The SSDLite feature extractor; ``forward(images) -> [6 feature maps]``.
+class LiteBackbone(nn.Module):
+    """The light feature extractors; ``forward(images) -> [6 feature maps]``.
 
     Args:
         width_mult: channel multiplier (channels rounded to multiples of 8).
+        style: ``"mobilenet"`` (``ssdlite``: depthwise-separable blocks after a 3x3 conv) or
+            ``"vgg"`` (``ssd_tiny``: 3x3 conv + BN + ReLU blocks).
     """
 
-    def __init__(self, width_mult: float = 1.0):
+    def __init__(self, width_mult: float = 1.0, style: str = "mobilenet"):
         super().__init__()
         if not width_mult > 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+        if style not in ("mobilenet", "vgg"):
+            raise ValueError(f"style must be 'mobilenet' or 'vgg', got {style!r}")
+        table = MOBILENET_STAGES if style == "mobilenet" else VGG_STAGES
         stages, c = [], 3
-        for i, blocks in enumerate(STAGES):
+        for i, blocks in enumerate(table):
             layers = []
             for j, (out, stride) in enumerate(blocks):
                 out = _scaled(out, width_mult)
-                layers.append(_conv_bn(c, out, 3, stride) if i == j == 0 else separable(c, out, stride))
+                if style == "vgg":
+                    layers.append(_conv_bn(c, out, 3, stride, act=nn.ReLU))
+                else:
+                    layers.append(_conv_bn(c, out, 3, stride) if i == j == 0 else separable(c, out, stride))
                 c = out
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
-        self.out_channels = [_scaled(blocks[-1][0], width_mult) for blocks in STAGES]
+        self.out_channels = [_scaled(blocks[-1][0], width_mult) for blocks in table]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -92,12 +116,22 @@ class MobileNetLiteBackbone(nn.Module):
 
 
 def ssdlite_priors(image_size: int, width_mult: float = 1.0) -> PriorSpec:
-    """SSDLite's default boxes at ``image_size``: SSD300's recipe (Caffe arithmetic, sizes from
-    :func:`ssd_sizes`: 10%/20% on the first map, then 20% .. 90% of the image, 4 or 6 boxes per
-    cell), steps = image side / feature-map side."""
-    maps = MobileNetLiteBackbone(width_mult).feature_map_sizes((image_size, image_size))
+    """The light SSDs' default boxes at ``image_size`` (both backbones give the same maps):
+    SSD300's recipe (Caffe arithmetic, sizes from :func:`ssd_sizes`: 10%/20% on the first map,
+    then 20% .. 90% of the image, 4 or 6 boxes per cell), steps = image side / feature-map side."""
+    maps = LiteBackbone(width_mult).feature_map_sizes((image_size, image_size))
     mins, maxs = ssd_sizes(image_size, len(maps))
     return PriorSpec(image_size, maps, None, mins, maxs, SSD300_RATIOS, name="ssdlite")
+
+
+def _lite_ssd(arch: str, style: str, make_head, num_classes: int, image_size: int, priors,
+              width_mult: float, classes: Optional[Sequence[str]]) -> SSD:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
+        raise ValueError(f"image_size must be an int >= 32, got {image_size!r}")
+    backbone = LiteBackbone(width_mult, style)
+    spec = ssdlite_priors(image_size, width_mult) if priors == "ssdlite" else get_prior_spec(priors, image_size)
+    return SSD(backbone, num_classes, spec, make_head=make_head, classes=classes, arch=arch,
+               arch_kwargs={"image_size": image_size, "width_mult": width_mult})
 
 
 def ssdlite(num_classes: int = 21, image_size: int = 160, priors="ssdlite", width_mult: float = 1.0,
@@ -112,9 +146,12 @@ def ssdlite(num_classes: int = 21, image_size: int = 160, priors="ssdlite", widt
         width_mult: channel multiplier of the backbone.
         classes: optional class names (background first).
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
-        raise ValueError(f"image_size must be an int >= 32, got {image_size!r}")
-    backbone = MobileNetLiteBackbone(width_mult)
-    spec = ssdlite_priors(image_size, width_mult) if priors == "ssdlite" else get_prior_spec(priors, image_size)
-    return SSD(backbone, num_classes, spec, make_head=separable_head, classes=classes, arch="ssdlite",
-               arch_kwargs={"image_size": image_size, "width_mult": width_mult})
+    return _lite_ssd("ssdlite", "mobilenet", separable_head, num_classes, image_size, priors, width_mult,
+                     classes)
+
+
+def ssd_tiny(num_classes: int = 21, image_size: int = 128, priors="ssdlite", width_mult: float = 1.0,
+             classes: Optional[Sequence[str]] = None) -> SSD:
+    """A slim VGG-style SSD (module docstring) for ``image_size`` x ``image_size`` inputs; the
+    arguments are :func:`ssdlite`'s."""
+    return _lite_ssd("ssd_tiny", "vgg", conv3x3_head, num_classes, image_size, priors, width_mult, classes)

@@ -26,6 +26,13 @@ def _cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
+def test_config_errors():
+    with pytest.raises(ValueError, match=r"optimizer must be one of \('sgd', 'adamw'\), got 'adam'"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ValueError, match="lr must be > 0, got 0"):
+        TrainConfig(lr=0)
+
+
 def test_lr_schedule():
     cfg = TrainConfig(warmup_iters=10, warmup_factor=0.5, milestones=(20, 30))
     assert [lr_factor(i, cfg) for i in (0, 5, 10, 19, 20, 30)] == pytest.approx([0.5, 0.75, 1, 1, 0.1, 0.01])
@@ -41,13 +48,14 @@ def test_a_few_iterations_reduce_the_loss(tmp_path):
     assert last < 0.7 * first
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_is_exact(tmp_path, optimizer):
     data = build_dataset("synthetic:n=16,size=64")
     full = _model()
-    Trainer(full, data, _cfg(), out_dir=str(tmp_path / "full")).train()
-    Trainer(_model(), data, _cfg(), out_dir=str(tmp_path / "cut")).train(stop_at=3)
+    Trainer(full, data, _cfg(optimizer=optimizer), out_dir=str(tmp_path / "full")).train()
+    Trainer(_model(), data, _cfg(optimizer=optimizer), out_dir=str(tmp_path / "cut")).train(stop_at=3)
     resumed = _model()
-    t = Trainer(resumed, data, _cfg(), out_dir=str(tmp_path / "cut"))
+    t = Trainer(resumed, data, _cfg(optimizer=optimizer), out_dir=str(tmp_path / "cut"))
     t.train(resume=str(tmp_path / "cut" / "checkpoint.pt"))
     assert t.iteration == 6
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssd_fast.models import PRESETS, L2Norm, MultiBoxLoss, PriorSpec, ssd300_vgg16, ssd512_vgg16, ssdlite
+from ssd_fast.models import PRESETS, L2Norm, MultiBoxLoss, PriorSpec, ssd300_vgg16, ssd512_vgg16, ssd_tiny, ssdlite
 
 from model_helpers import postprocess, ssd_postprocess_ref  # noqa: F401  (postprocess: a fixture)
 
@@ -47,17 +47,19 @@ def test_parameter_counts():
         assert num_params(ssd512_vgg16(21)) == 27_188_676
 
 
+@pytest.mark.parametrize("builder,params", [(ssdlite, (100_000, 250_000)), (ssd_tiny, (900_000, 1_300_000))])
 @pytest.mark.parametrize("size,maps", [(128, [16, 8, 4, 2, 1, 1]), (160, [20, 10, 5, 3, 2, 1])])
-def test_ssdlite_forward(size, maps):
+def test_light_ssd_forward(builder, params, size, maps):
     torch.manual_seed(0)
-    model = ssdlite(num_classes=5, image_size=size)
+    model = builder(num_classes=5, image_size=size)
     assert [h for h, _ in model.prior_spec.feature_maps] == maps
     loc, conf = model(torch.randn(2, 3, size, size))
     P = model.priors.shape[0]
     assert loc.shape == (2, P, 4) and conf.shape == (2, P, 5)
     assert P == sum(a * m * m for a, m in zip([4, 6, 6, 6, 4, 4], maps))
     assert torch.isfinite(loc).all() and torch.isfinite(conf).all()
-    assert num_params(model) < 250_000
+    assert params[0] < num_params(model) < params[1]
+    assert model.config["arch"] == builder.__name__
 
 
 def test_head_layout_matches_priors():
@@ -148,6 +150,10 @@ def test_errors():
         ssdlite(3, classes=["background", "cat"])
     with pytest.raises(ValueError, match="image_size must be an int >= 32, got 16"):
         ssdlite(image_size=16)
+    with pytest.raises(ValueError, match="image_size must be an int >= 32, got 16"):
+        ssd_tiny(image_size=16)
+    with pytest.raises(ValueError, match="width_mult must be > 0, got 0"):
+        ssd_tiny(width_mult=0)
     model = ssdlite(3, image_size=128)
     with pytest.raises(ValueError, match=r"images: expected a \[B, C, 128, 128\] tensor .* got \(1, 3, 160, 160\)"):
         model(torch.zeros(1, 3, 160, 160))
@@ -166,9 +172,10 @@ def test_errors():
     assert ssdlite(image_size=160, priors=spec).priors.shape == (spec.num_priors, 4)
 
 
-def test_gradients_reach_every_parameter():
+@pytest.mark.parametrize("builder", [ssdlite, ssd_tiny])
+def test_gradients_reach_every_parameter(builder):
     torch.manual_seed(0)
-    model = ssdlite(num_classes=3, image_size=128)
+    model = builder(num_classes=3, image_size=128)
     loc, conf = model(torch.randn(2, 3, 128, 128))
     (loc.square().mean() + F.log_softmax(conf, -1)[..., 0].mean()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
