@@ -1,16 +1,15 @@
 // The CPU selection of hard_negative_mining (SPEC §2), shared by the hard_negative_mining and
 // multibox_loss kernels: per image, positives OR the k eligible negatives of highest loss,
 // k = min(floor(num_pos * ratio), num_eligible), ties to the lower prior index. Selection, not
-// sorting: one pass builds (key, index) pairs of the eligible priors, std::nth_element finds
-// the k largest in O(P).
+// sorting: O(P) per image.
 #pragma once
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "ops/target_math.h"
@@ -30,37 +29,60 @@ mining_key_t<scalar_t> mining_key(scalar_t x) {
 
 // mask [B, P] of the losses [B, P] and labels [B, P]. Eligible negatives: labels == 0, and
 // miou[p] < neg_overlap when miou is given (compared in miou's dtype, as PyTorch compares a
-// tensor with a Python float). Parallel over images.
+// tensor with a Python float). Per image, the k-th largest eligible key T: a histogram of the
+// keys' top kDigitBits bits finds the bin holding it, std::nth_element among that bin's keys
+// (a small fraction of the row) finds T; a pass in prior order then takes every key > T and the
+// first (k - #keys > T) keys == T. Parallel over images.
 template <typename scalar_t, typename iou_t>
 void mine_rows(const scalar_t* loss, const int64_t* labels, const iou_t* miou, double ratio,
                double neg_overlap, int64_t B, int64_t P, bool* mask) {
   using K = mining_key_t<scalar_t>;
+  constexpr int kDigitBits = 11;  // 2048 bins: 8 KB of counts, in L1
+  constexpr int kShift = 8 * sizeof(K) - kDigitBits;
   const iou_t overlap = static_cast<iou_t>(neg_overlap);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<std::pair<K, int32_t>> cand;
-    cand.reserve(P);
+    std::vector<K> keys, bin_keys;
+    std::vector<int32_t> hist(1 << kDigitBits);
+    keys.reserve(P);
     for (int64_t b = begin; b < end; ++b) {
       const scalar_t* l = loss + b * P;
       const int64_t* lab = labels + b * P;
       const iou_t* iou = miou ? miou + b * P : nullptr;
+      auto eligible = [&](int64_t p) {
+        return lab[p] == 0 && (iou == nullptr || iou[p] < overlap);
+      };
       bool* m = mask + b * P;
       int64_t num_pos = 0;
-      cand.clear();
+      keys.clear();
       for (int64_t p = 0; p < P; ++p) {
         m[p] = lab[p] > 0;
         num_pos += m[p];
-        if (lab[p] == 0 && (iou == nullptr || iou[p] < overlap))
-          cand.emplace_back(mining_key(l[p]), static_cast<int32_t>(p));
+        if (eligible(p)) keys.push_back(mining_key(l[p]));
       }
-      const int64_t k = num_negatives(num_pos, static_cast<int64_t>(cand.size()), ratio);
+      const int64_t k = num_negatives(num_pos, static_cast<int64_t>(keys.size()), ratio);
       if (k <= 0) continue;
-      // Larger key first; equal keys: lower prior index first.
-      auto before = [](const std::pair<K, int32_t>& a, const std::pair<K, int32_t>& b) {
-        return a.first > b.first || (a.first == b.first && a.second < b.second);
-      };
-      if (k < static_cast<int64_t>(cand.size()))
-        std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), before);
-      for (int64_t i = 0; i < k; ++i) m[cand[i].second] = true;
+      std::fill(hist.begin(), hist.end(), 0);
+      for (const K key : keys) ++hist[key >> kShift];
+      int64_t above = 0;  // keys in the bins above bin d
+      K d = hist.size() - 1;
+      for (; above + hist[d] < k; --d) above += hist[d];  // stops: k <= #keys
+      bin_keys.clear();
+      for (const K key : keys) {
+        if ((key >> kShift) == d) bin_keys.push_back(key);
+      }
+      const int64_t need = k - above;  // the need largest keys of bin d are taken
+      std::nth_element(bin_keys.begin(), bin_keys.begin() + (need - 1), bin_keys.end(),
+                       std::greater<K>());
+      const K threshold = bin_keys[need - 1];
+      for (const K key : bin_keys) above += key > threshold;
+      int64_t ties = k - above;  // keys == threshold to take, lowest prior index first
+      for (int64_t p = 0; p < P; ++p) {
+        if (!eligible(p)) continue;
+        const K key = mining_key(l[p]);
+        const bool tie = key == threshold && ties > 0;
+        ties -= tie;
+        m[p] = m[p] || key > threshold || tie;
+      }
     }
   });
 }
