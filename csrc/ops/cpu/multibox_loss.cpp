@@ -48,10 +48,12 @@ std::vector<TileSums> tile_pass(const T* loc, const T* conf, const T* loc_t, con
       for (int64_t j = 0; j < n; ++j) rows[j] = conf + (p0 + j) * c_n;
       cpu::load_tile(rows.data(), n, c_n, buf.data());
       cpu::log_sum_exp_tile(buf.data(), m.data(), log_sum.data(), c_n, n);
+      T* __restrict bg = bg_ce + p0;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) bg[j] = cross_entropy(m[j], buf[j], log_sum[j]);  // class 0
       TileSums s;
-      for (int64_t j = 0; j < n; ++j) {
+      for (int64_t j = 0; j < n; ++j) {  // positives: a few percent of the priors
         const int64_t p = p0 + j, label = lab[p];
-        bg_ce[p] = cross_entropy(m[j], rows[j][0], log_sum[j]);
         if (label <= 0) continue;
         if (label >= c_n) {
           s.bad_label = label;
