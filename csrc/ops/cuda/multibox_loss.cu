@@ -184,7 +184,10 @@ __global__ void masked_exp_sum_kernel(const T* __restrict__ conf, const bool* __
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n_prior;
        p += int64_t(gridDim.x) * blockDim.x) {
     if (!mask[p]) continue;
-    exp_sum(conf + p * c_n, c_n, row_max[p], row_sum[p]);
+    T m, sum;
+    exp_sum(conf + p * c_n, c_n, m, sum);
+    row_max[p] = m;
+    row_sum[p] = sum;
   }
 }
 
