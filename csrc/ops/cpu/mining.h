@@ -41,9 +41,8 @@ void mine_rows(const scalar_t* loss, const int64_t* labels, const iou_t* miou, d
   constexpr int kShift = 8 * sizeof(K) - kDigitBits;
   const iou_t overlap = static_cast<iou_t>(neg_overlap);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<K> keys, bin_keys;
+    std::vector<K> keys(P), bin_keys(P);
     std::vector<int32_t> hist(1 << kDigitBits);
-    keys.reserve(P);
     for (int64_t b = begin; b < end; ++b) {
       const scalar_t* l = loss + b * P;
       const int64_t* lab = labels + b * P;
@@ -52,29 +51,31 @@ void mine_rows(const scalar_t* loss, const int64_t* labels, const iou_t* miou, d
         return lab[p] == 0 && (iou == nullptr || iou[p] < overlap);
       };
       bool* m = mask + b * P;
-      int64_t num_pos = 0;
-      keys.clear();
-      for (int64_t p = 0; p < P; ++p) {
+      int64_t num_pos = 0, num_keys = 0;
+      K* key_out = keys.data();
+      for (int64_t p = 0; p < P; ++p) {  // branch free: every key is written, the eligible kept
         m[p] = lab[p] > 0;
         num_pos += m[p];
-        if (eligible(p)) keys.push_back(mining_key(l[p]));
+        key_out[num_keys] = mining_key(l[p]);
+        num_keys += eligible(p);
       }
-      const int64_t k = num_negatives(num_pos, static_cast<int64_t>(keys.size()), ratio);
+      const int64_t k = num_negatives(num_pos, num_keys, ratio);
       if (k <= 0) continue;
       std::fill(hist.begin(), hist.end(), 0);
-      for (const K key : keys) ++hist[key >> kShift];
+      for (int64_t i = 0; i < num_keys; ++i) ++hist[key_out[i] >> kShift];
       int64_t above = 0;  // keys in the bins above bin d
       K d = hist.size() - 1;
       for (; above + hist[d] < k; --d) above += hist[d];  // stops: k <= #keys
-      bin_keys.clear();
-      for (const K key : keys) {
-        if ((key >> kShift) == d) bin_keys.push_back(key);
+      K* in_bin = bin_keys.data();
+      int64_t num_in_bin = 0;
+      for (int64_t i = 0; i < num_keys; ++i) {  // branch free, as above
+        in_bin[num_in_bin] = key_out[i];
+        num_in_bin += (key_out[i] >> kShift) == d;
       }
       const int64_t need = k - above;  // the need largest keys of bin d are taken
-      std::nth_element(bin_keys.begin(), bin_keys.begin() + (need - 1), bin_keys.end(),
-                       std::greater<K>());
-      const K threshold = bin_keys[need - 1];
-      for (const K key : bin_keys) above += key > threshold;
+      std::nth_element(in_bin, in_bin + (need - 1), in_bin + num_in_bin, std::greater<K>());
+      const K threshold = in_bin[need - 1];
+      for (int64_t i = 0; i < num_in_bin; ++i) above += in_bin[i] > threshold;
       int64_t ties = k - above;  // keys == threshold to take, lowest prior index first
       for (int64_t p = 0; p < P; ++p) {
         if (!eligible(p)) continue;
