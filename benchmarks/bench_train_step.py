@@ -11,6 +11,9 @@ Loss cases (``targets+loss``; outputs checked equal before timing):
   torchvision's matches computed beforehand (the narrowest comparison: ours does more work).
 - ``bipartite``: the default (Caffe) matching; torchvision has none.
 
+``fwd+bwd`` cases: the same calls with ``requires_grad`` head outputs, plus the
+gradients of ``loc_loss + conf_loss`` w.r.t. ``loc`` and ``conf`` (checked equal before timing).
+
 The network rows time forward + backward with a fixed output gradient: rounds are few, since
 one SSD300 step at batch 8 takes seconds on a small CPU.
 """
@@ -90,7 +93,21 @@ def loss_cases():
             return losses[loc.device](loc, conf, gt_boxes, gt_labels)
         return run
 
+    def fwd_bwd(loss_fn):
+        """The losses and the gradients of their sum w.r.t. the head outputs."""
+        def run(loc, conf, *rest):
+            loc, conf = loc.detach().requires_grad_(), conf.detach().requires_grad_()
+            loc_loss, conf_loss = loss_fn(loc, conf, *rest)
+            grad_loc, grad_conf = torch.autograd.grad(loc_loss + conf_loss, (loc, conf))
+            return loc_loss.detach(), conf_loss.detach(), grad_loc, grad_conf
+        return run
+
     close = lambda out, ref_out: torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)  # noqa: E731
+
+    def close_grads(out, ref_out):  # gradients are ~1/num_pos: compared at a finer atol
+        close(out[:2], ref_out[:2])
+        torch.testing.assert_close(out[2:], ref_out[2:], rtol=1e-4, atol=1e-7)
+
     size = lambda s: f"ssd300 {s}"  # noqa: E731
     make = lambda device: make_inputs(device, priors)  # noqa: E731
     return [
@@ -101,6 +118,12 @@ def loss_cases():
              {"ssd_fast": ours("argmax"), "torchvision": lambda *a: torchvision_loss(*a, match=False)}, close),
         Case("targets+loss", size("bipartite"), make,
              {"ssd_fast": ours("bipartite"), "reference": lambda *a: reference_loss(*a, mode="bipartite")}, close),
+        Case("targets+loss", size("argmax fwd+bwd"), make,
+             {"ssd_fast": fwd_bwd(ours("argmax")), "torchvision": fwd_bwd(torchvision_loss),
+              "reference": fwd_bwd(lambda *a: reference_loss(*a, mode="argmax"))}, close_grads),
+        Case("targets+loss", size("argmax fwd+bwd, tv compute_loss only"), make,
+             {"ssd_fast": fwd_bwd(ours("argmax")),
+              "torchvision": fwd_bwd(lambda *a: torchvision_loss(*a, match=False))}, close_grads),
     ]
 
 

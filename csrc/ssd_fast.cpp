@@ -38,6 +38,10 @@ TORCH_LIBRARY(ssd_fast, m) {
         "float[] variances, str mode) -> (Tensor, Tensor, Tensor)");
   m.def("hard_negative_mining(Tensor conf_loss, Tensor labels, float neg_pos_ratio, "
         "Tensor? matched_iou, float neg_overlap) -> Tensor");
+  m.def("multibox_loss(Tensor loc, Tensor conf_logits, Tensor loc_targets, Tensor labels, "
+        "float neg_pos_ratio) -> (Tensor, Tensor, Tensor)");
+  m.def("multibox_loss_backward(Tensor grad_loc_loss, Tensor grad_conf_loss, Tensor loc, "
+        "Tensor conf_logits, Tensor loc_targets, Tensor labels, Tensor mask) -> (Tensor, Tensor)");
   m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
   m.def("multiclass_nms(Tensor boxes, Tensor scores, float score_threshold, float iou_threshold, "

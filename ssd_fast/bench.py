@@ -181,6 +181,23 @@ def _mining_cases():
                  check=lambda out, ref: torch.testing.assert_close(out, ref, rtol=0, atol=0))]
 
 
+def _multibox_loss_cases():
+    def make(device):  # an SSD300 VOC batch of 8 given its targets, ~1% positive priors
+        g = torch.Generator().manual_seed(0)
+        B, P, C = 8, 8732, 21
+        labels = torch.where(torch.rand(B, P, generator=g) < 0.01,
+                             torch.randint(1, C, (B, P), generator=g), 0)
+        return (torch.randn(B, P, 4, generator=g).to(device),
+                (torch.randn(B, P, C, generator=g) * 2).to(device),
+                torch.randn(B, P, 4, generator=g).to(device), labels.to(device))
+
+    def check(out, ref):
+        torch.testing.assert_close(out[:2], ref[:2], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[2], ref[2], rtol=0, atol=0)
+    return [Case("multibox_loss", "8x8732x21", make,
+                 {"ssd_fast": ops.multibox_loss, "reference": reference.multibox_loss}, check)]
+
+
 def _same_keep(out, ref):
     torch.testing.assert_close(out.cpu(), ref.cpu(), rtol=0, atol=0)
 
@@ -286,8 +303,8 @@ def _ssd_postprocess_cases():
 
 
 def all_cases() -> List[Case]:
-    return (_box_iou_cases() + _coder_cases() + _targets_cases() + _mining_cases() + _nms_cases()
-            + _batched_nms_cases() + _ssd_postprocess_cases())
+    return (_box_iou_cases() + _coder_cases() + _targets_cases() + _mining_cases()
+            + _multibox_loss_cases() + _nms_cases() + _batched_nms_cases() + _ssd_postprocess_cases())
 
 
 def synchronize(device):

@@ -1,12 +1,11 @@
-"""MultiBoxLoss (SPEC §3): ``ssd_targets`` + smooth L1 over positives + softmax cross-entropy over
-positives and hard-mined negatives (``hard_negative_mining``), both over the batch's positives."""
+"""MultiBoxLoss (SPEC §3): ``ssd_targets`` + ``multibox_loss`` (smooth L1 over positives + softmax
+cross-entropy over positives and hard-mined negatives, both over the batch's positives)."""
 from typing import Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssd_fast.ops import hard_negative_mining, ssd_targets
+from ssd_fast.ops import multibox_loss, ssd_targets
 
 from .priors import DEFAULT_VARIANCES
 
@@ -93,20 +92,9 @@ class MultiBoxLoss(nn.Module):
         self._check(loc, conf_logits, gt_boxes, gt_labels)
         loc_t, labels, _ = ssd_targets(gt_boxes.to(self.priors.dtype), gt_labels.long(), self.priors,
                                        self.iou_threshold, self.variances, self.mode)
-        pos = labels > 0
-        num_pos = pos.sum().clamp(min=1)
-        # Few passes over [B, P(, C)]: one log_softmax (torch.logsumexp is several times slower
-        # on CPU for small C), two gathers, then masked sums; no boolean indexing, so no host
-        # synchronisation on CUDA.
-        logp = F.log_softmax(conf_logits.to(torch.promote_types(conf_logits.dtype, torch.float32)), -1)
-        background_ce = logp[..., 0].neg().detach()  # -log p(background): the mining rank
-        mask = hard_negative_mining(background_ce, labels, self.neg_pos_ratio)
-        target_logp = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        conf_loss = torch.where(mask, target_logp, 0.0).sum().neg() / num_pos
-
-        loc = loc.to(torch.promote_types(loc.dtype, torch.float32))
-        loc_t = loc_t.to(loc.dtype)
-        # off the positives, compare the targets with themselves: zero loss and zero gradient
-        loc_loss = F.smooth_l1_loss(torch.where(pos.unsqueeze(-1), loc, loc_t), loc_t, beta=1.0,
-                                    reduction="sum") / num_pos
+        # One fused kernel (multibox_loss): logsumexp, mining on the background cross-entropy,
+        # both sums and the division by the positives, with its own backward kernel.
+        dtype = torch.promote_types(torch.promote_types(loc.dtype, conf_logits.dtype), torch.float32)
+        loc_loss, conf_loss, _ = multibox_loss(loc.to(dtype), conf_logits.to(dtype), loc_t.to(dtype),
+                                               labels, self.neg_pos_ratio)
         return loc_loss, conf_loss

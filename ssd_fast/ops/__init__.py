@@ -17,7 +17,7 @@ from . import reference
 DEFAULT_VARIANCES = reference.DEFAULT_VARIANCES
 
 __all__ = ["box_iou", "encode_boxes", "decode_boxes", "match_priors", "ssd_targets",
-           "hard_negative_mining", "nms", "batched_nms", "multiclass_nms", "ssd_postprocess",
+           "hard_negative_mining", "multibox_loss", "nms", "batched_nms", "multiclass_nms", "ssd_postprocess",
            "reference", "DEFAULT_VARIANCES"]
 
 
@@ -145,6 +145,34 @@ def hard_negative_mining(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: float
     """
     return torch.ops.ssd_fast.hard_negative_mining(conf_loss, labels, float(neg_pos_ratio),
                                                    matched_iou, float(neg_overlap))
+def multibox_loss(loc: Tensor, conf_logits: Tensor, loc_targets: Tensor, labels: Tensor,
+                  neg_pos_ratio: float = 3.0) -> Tuple[Tensor, Tensor, Tensor]:
+    """The SSD loss of a batch given its targets (:func:`ssd_targets`), fused: one pass over
+    the logits, no ``[B, P, C]`` temporary, differentiable in ``loc`` and ``conf_logits``.
+
+    Args:
+        loc: ``[B, P, 4]`` predicted offsets.
+        conf_logits: ``[B, P, C]`` class logits, ``C >= 2`` (class 0 = background).
+        loc_targets: ``[B, P, 4]`` encoded targets; same dtype (float32 or float64) and device.
+        labels: ``[B, P]`` integer: > 0 positive (must be < C), 0 background, < 0 ignored.
+        neg_pos_ratio: negatives kept per positive, per image (finite, >= 0).
+
+    Returns:
+        ``(loc_loss, conf_loss, mask)``. With n = max(number of positives in the batch, 1):
+        ``loc_loss`` = sum over positives of smooth L1 (beta 1) of ``loc - loc_targets``, / n;
+        ``mask [B, P]`` bool = :func:`hard_negative_mining` of the background cross-entropy
+        ``logsumexp(conf) - conf[..., 0]`` (positives, and per image the hardest negatives);
+        ``conf_loss`` = sum over ``mask`` of ``logsumexp(conf) - conf[label]``, / n. Losses are
+        0-dim in the input dtype, summed in float64. Backward (``multibox_loss_backward``):
+        ``clamp(loc - loc_targets, -1, 1) / n`` on positives, ``(softmax - onehot) / n`` on
+        masked priors, 0 elsewhere; none for ``loc_targets`` and ``labels``. CUDA: no host
+        synchronisation; a label >= C trips a device assertion (where compiled in) and makes
+        ``conf_loss`` NaN (CPU: ``ValueError``).
+    """
+    return torch.ops.ssd_fast.multibox_loss(loc, conf_logits, loc_targets, labels,
+                                            float(neg_pos_ratio))
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression, a drop-in for ``torchvision.ops.nms``.
 

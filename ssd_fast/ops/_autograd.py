@@ -1,6 +1,7 @@
-"""Backward formulas of the differentiable box ops, so that box_iou / encode / decode are as
-differentiable as torchvision's (IoU losses, decoded-box losses). The forward runs the kernel;
-the backward differentiates the reference, which computes the same function."""
+"""Backward formulas of the differentiable ops. box_iou / encode / decode are as differentiable
+as torchvision's (IoU losses, decoded-box losses): the forward runs the kernel, the backward
+differentiates the reference, which computes the same function. multibox_loss has a kernel of
+its own for the backward (multibox_loss_backward)."""
 import torch
 
 from . import reference
@@ -31,3 +32,21 @@ torch.library.register_autograd("ssd_fast::encode_boxes", _backward_via(referenc
                                 setup_context=_setup)
 torch.library.register_autograd("ssd_fast::decode_boxes", _backward_via(reference.decode_boxes),
                                 setup_context=_setup)
+
+
+def _multibox_setup(ctx, inputs, output):
+    loc, conf_logits, loc_targets, labels, _ = inputs
+    ctx.save_for_backward(loc, conf_logits, loc_targets, labels, output[2])
+
+
+def _multibox_backward(ctx, grad_loc_loss, grad_conf_loss, _grad_mask):
+    loc, conf_logits, loc_targets, labels, mask = ctx.saved_tensors
+    zero = conf_logits.new_zeros(())
+    grads = [zero if g is None else g.to(conf_logits.dtype) for g in (grad_loc_loss, grad_conf_loss)]
+    grad_loc, grad_conf = torch.ops.ssd_fast.multibox_loss_backward(
+        *grads, loc, conf_logits, loc_targets, labels, mask)
+    return grad_loc, grad_conf, None, None, None
+
+
+torch.library.register_autograd("ssd_fast::multibox_loss", _multibox_backward,
+                                setup_context=_multibox_setup)

@@ -153,6 +153,51 @@ def _hard_negative_mining_fake(conf_loss, labels, neg_pos_ratio, matched_iou, ne
     if not math.isfinite(neg_overlap):
         raise ValueError(f"{op}: neg_overlap must be finite, got {format_number(neg_overlap)}")
     return conf_loss.new_empty(conf_loss.shape, dtype=torch.bool)
+def _check_multibox_tensors(op, loc, conf_logits, loc_targets, labels):
+    if conf_logits.dtype not in (torch.float32, torch.float64):
+        raise RuntimeError(f"{op}: conf_logits must be float32 or float64, got "
+                           f"{_dtype_name(conf_logits.dtype)}")
+    if conf_logits.dim() != 3 or conf_logits.shape[2] < 2:
+        raise RuntimeError(f"{op}: conf_logits must have shape [B, P, C] with C >= 2, got "
+                           f"{_shape(conf_logits)}")
+    box_shape = [conf_logits.shape[0], conf_logits.shape[1], 4]
+    for name, t in (("loc", loc), ("loc_targets", loc_targets)):
+        check_same_device_dtype(op, "conf_logits", conf_logits, name, t)
+        if list(t.shape) != box_shape:
+            raise RuntimeError(f"{op}: {name} must have shape [B, P, 4] = {box_shape}, "
+                               f"got {_shape(t)}")
+    check_same_device(op, "conf_logits", conf_logits, "labels", labels)
+    _check_labels(op, "labels", labels, conf_logits.shape[:2], "[B, P]")
+
+
+@torch.library.register_fake("ssd_fast::multibox_loss")
+def _multibox_loss_fake(loc, conf_logits, loc_targets, labels, neg_pos_ratio):
+    op = "multibox_loss"
+    _check_multibox_tensors(op, loc, conf_logits, loc_targets, labels)
+    if not (math.isfinite(neg_pos_ratio) and neg_pos_ratio >= 0):
+        raise ValueError(f"{op}: neg_pos_ratio must be a finite number >= 0, got "
+                         f"{format_number(neg_pos_ratio)}")
+    return (conf_logits.new_empty(()), conf_logits.new_empty(()),
+            conf_logits.new_empty(conf_logits.shape[:2], dtype=torch.bool))
+
+
+@torch.library.register_fake("ssd_fast::multibox_loss_backward")
+def _multibox_loss_backward_fake(grad_loc_loss, grad_conf_loss, loc, conf_logits, loc_targets,
+                                 labels, mask):
+    op = "multibox_loss_backward"
+    _check_multibox_tensors(op, loc, conf_logits, loc_targets, labels)
+    for name, g in (("grad_loc_loss", grad_loc_loss), ("grad_conf_loss", grad_conf_loss)):
+        check_same_device_dtype(op, "conf_logits", conf_logits, name, g)
+        if g.dim() != 0:
+            raise RuntimeError(f"{op}: {name} must be a 0-dim tensor, got shape {_shape(g)}")
+    check_same_device(op, "conf_logits", conf_logits, "mask", mask)
+    if mask.dtype != torch.bool:
+        raise RuntimeError(f"{op}: mask must be a bool tensor, got {_dtype_name(mask.dtype)}")
+    if mask.shape != labels.shape:
+        raise RuntimeError(f"{op}: mask must have shape [B, P] = {_shape(labels)}, got {_shape(mask)}")
+    return loc.new_empty(loc.shape), conf_logits.new_empty(conf_logits.shape)
+
+
 # --- NMS family (twins of csrc/ops/nms_checks.h) ---------------------------------------------
 
 _INTS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16,

@@ -5,6 +5,7 @@ for float16/bfloat16 inputs (float64 stays float64) and returns the input dtype,
 import math
 
 import torch
+import torch.nn.functional as F
 
 DEFAULT_VARIANCES = (0.1, 0.1, 0.2, 0.2)
 
@@ -157,6 +158,23 @@ def hard_negative_mining(conf_loss, labels, neg_pos_ratio=3.0, matched_iou=None,
         order = torch.sort(conf_loss[b, cand].double(), descending=True, stable=True).indices
         mask[b, cand[order[:k]]] = True
     return mask
+
+
+def multibox_loss(loc, conf_logits, loc_targets, labels, neg_pos_ratio=3.0):
+    """The SSD loss from its definition: smooth L1 (beta 1) over the positives, softmax
+    cross-entropy over the positives and the negatives :func:`hard_negative_mining` selects on
+    -log softmax(conf)[..., 0], both divided by max(number of positives in the batch, 1).
+
+    Returns (loc_loss, conf_loss, mask [B, P] bool).
+    """
+    logp = F.log_softmax(conf_logits, -1)
+    pos = labels > 0
+    n = pos.sum().clamp(min=1)
+    mask = hard_negative_mining(-logp[..., 0].detach(), labels, neg_pos_ratio)
+    ce = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    conf_loss = torch.where(mask, ce, 0.0).sum() / n
+    loc_loss = F.smooth_l1_loss(loc[pos], loc_targets[pos], beta=1.0, reduction="sum") / n
+    return loc_loss, conf_loss, mask
 
 
 # --- NMS family --------------------------------------------------------------------------------

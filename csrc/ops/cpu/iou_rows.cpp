@@ -3,15 +3,11 @@
 // one, picked when the library loads.
 #include "ops/cpu/iou_rows.h"
 
+#include "ops/cpu/clones.h"
+
 namespace ssd_fast {
 namespace cpu {
 namespace {
-
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define SSD_FAST_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SSD_FAST_CLONES
-#endif
 
 template <typename T>
 inline void iou_row_impl(const T a[4], SoaView<T> b, int64_t m, T* __restrict out) {

@@ -19,19 +19,14 @@
 #include <vector>
 
 #include "ops/box_math.h"
+#include "ops/cpu/clones.h"
+#include "ops/cpu/softmax_tile.h"
 #include "ops/nms_checks.h"
 #include "ops/nms_math.h"
 
 namespace ssd_fast {
 namespace {
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define SSD_FAST_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SSD_FAST_CLONES
-#endif
-// Inlined into each target_clones copy, so that its loops are compiled for that target.
-#define SSD_FAST_INLINE inline __attribute__((always_inline))
 
 // ---------------------------------------------------------------------------------------------
 // Sorting
@@ -318,7 +313,8 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
 // class * P + prior), the top K, sorted. Composite keys are unique, so every order is total
 // and the result does not depend on the thread count.
 
-constexpr int64_t kTilePriors = 64;  // priors per tile: C * 64 values stay in L1
+using cpu::kTilePriors;
+using cpu::softmax_tile;
 
 template <typename T>
 SSD_FAST_INLINE void make_keys_impl(const T* __restrict s, int64_t n, T threshold,
@@ -327,41 +323,9 @@ SSD_FAST_INLINE void make_keys_impl(const T* __restrict s, int64_t n, T threshol
   for (int64_t j = 0; j < n; ++j) out[j] = s[j] > threshold ? desc_key(s[j]) : excluded_key<T>();
 }
 
-// Softmax of a tile of priors, class-major: l[c * n + j] = logit of class c, prior j. The
-// probabilities overwrite l. Per prior this is, in this order, the arithmetic of the CUDA
-// kernel: m = max over c (max_, c ascending), e_c = exp_det(l_c - m), sum += e_c (c ascending),
-// p_c = e_c / sum. Vectorised across the priors of the tile.
-template <typename T>
-SSD_FAST_INLINE void softmax_tile_impl(T* __restrict l, T* __restrict m, T* __restrict sum,
-                                       int64_t c_n, int64_t n) {
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) m[j] = l[j];
-  for (int64_t c = 1; c < c_n; ++c) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) m[j] = max_(m[j], l[c * n + j]);
-  }
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) sum[j] = T(0);
-  for (int64_t c = 0; c < c_n; ++c) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const T e = exp_det(l[c * n + j] - m[j]);
-      l[c * n + j] = e;
-      sum[j] += e;
-    }
-  }
-  for (int64_t c = 0; c < c_n; ++c) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) l[c * n + j] /= sum[j];
-  }
-}
-
 #define SSD_FAST_TILE_FNS(T)                                                                  \
   SSD_FAST_CLONES void make_keys_##T(const T* s, int64_t n, T threshold, skey_t<T>* out) {     \
     make_keys_impl<T>(s, n, threshold, out);                                                  \
-  }                                                                                           \
-  SSD_FAST_CLONES void softmax_tile_##T(T* l, T* m, T* sum, int64_t c_n, int64_t n) {          \
-    softmax_tile_impl<T>(l, m, sum, c_n, n);                                                  \
   }
 SSD_FAST_TILE_FNS(float)
 SSD_FAST_TILE_FNS(double)
@@ -372,12 +336,6 @@ inline void make_keys(const float* s, int64_t n, float t, uint32_t* out) {
 }
 inline void make_keys(const double* s, int64_t n, double t, uint64_t* out) {
   make_keys_double(s, n, t, out);
-}
-inline void softmax_tile(float* l, float* m, float* sum, int64_t c_n, int64_t n) {
-  softmax_tile_float(l, m, sum, c_n, n);
-}
-inline void softmax_tile(double* l, double* m, double* sum, int64_t c_n, int64_t n) {
-  softmax_tile_double(l, m, sum, c_n, n);
 }
 
 // One tile: priors [p0, p0 + n) of image b, buf[c * n + j] = scores (or logits) of the tile in
@@ -609,7 +567,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cpu(
         }
       }
       t.load(cp + (t.b * pl.p + t.p0) * pl.c, pl.c);
-      softmax_tile(t.buf.data(), m.data(), sum.data(), pl.c, t.n);
+      softmax_tile(t.buf.data(), m.data(), sum.data(), pl.c, t.n, cpu::TileExp::kDet);
       t.write_keys(pl, st, true, keys.data());
     });
     const BoxSource<scalar_t> src{dp, pl.p * 4, 4, 0};

@@ -59,15 +59,17 @@ __device__ Cand<T> block_best(Cand<T> c, Cand<T>* red, Cand<T>* out) {
   return *out;
 }
 
-// Sum over the block, returned to every thread (same calling rules as block_best).
-__device__ inline int64_t block_sum(int64_t x, int64_t* red, int64_t* out) {
+// Sum over the block, returned to every thread (same calling rules as block_best). The order
+// of the additions is fixed by the launch shape, so float sums are deterministic.
+template <typename T>
+__device__ T block_sum(T x, T* red, T* out) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int nwarps = (blockDim.x + kWarp - 1) / kWarp;
   for (int off = kWarp / 2; off > 0; off /= 2) x += __shfl_down_sync(0xffffffffu, x, off);
   if (lane == 0) red[warp] = x;
   __syncthreads();
   if (warp == 0) {
-    x = lane < nwarps ? red[lane] : 0;
+    x = lane < nwarps ? red[lane] : T(0);
     for (int off = kWarp / 2; off > 0; off /= 2) x += __shfl_down_sync(0xffffffffu, x, off);
     if (lane == 0) *out = x;
   }

@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include "ops/cuda/block_reduce.cuh"
+#include "ops/cuda/mining.cuh"
 #include "ops/target_checks.h"
 #include "ops/target_math.h"
 
@@ -127,30 +128,39 @@ mining_kernel(const loss_t* __restrict__ loss, const int64_t* __restrict__ label
   }
 }
 
-at::Tensor hard_negative_mining_cuda(const at::Tensor& conf_loss, const at::Tensor& labels,
-                                     double neg_pos_ratio,
-                                     const c10::optional<at::Tensor>& matched_iou,
-                                     double neg_overlap) {
-  check_mining_args(conf_loss, labels, neg_pos_ratio, matched_iou, neg_overlap);
-  const c10::cuda::CUDAGuard guard(conf_loss.device());
-  const int64_t B = conf_loss.size(0), P = conf_loss.size(1);
-  at::Tensor mask = at::empty({B, P}, conf_loss.options().dtype(at::kBool));
-  if (mask.numel() == 0) return mask;
+}  // namespace
+
+void launch_mining(const at::Tensor& loss, const at::Tensor& labels,
+                   const c10::optional<at::Tensor>& matched_iou, double neg_pos_ratio,
+                   double neg_overlap, at::Tensor& mask) {
+  const int64_t B = loss.size(0), P = loss.size(1);
+  if (mask.numel() == 0) return;
   TORCH_CHECK(B <= 2147483647, "hard_negative_mining: too many rows: ", B);
-  const at::Tensor loss = conf_loss.contiguous();
-  const at::Tensor lab = labels.to(at::kLong).contiguous();
   const at::Tensor miou = matched_iou.has_value() ? matched_iou->contiguous() : loss;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, loss.scalar_type(), "hnm_cuda", [&] {
     using loss_t = scalar_t;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, miou.scalar_type(), "hnm_cuda", [&] {
       mining_kernel<loss_t, scalar_t><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
-          loss.data_ptr<loss_t>(), lab.data_ptr<int64_t>(),
+          loss.data_ptr<loss_t>(), labels.data_ptr<int64_t>(),
           matched_iou.has_value() ? miou.data_ptr<scalar_t>() : nullptr,
           static_cast<scalar_t>(neg_overlap), neg_pos_ratio, P, mask.data_ptr<bool>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
+}
+
+namespace {
+
+at::Tensor hard_negative_mining_cuda(const at::Tensor& conf_loss, const at::Tensor& labels,
+                                     double neg_pos_ratio,
+                                     const c10::optional<at::Tensor>& matched_iou,
+                                     double neg_overlap) {
+  check_mining_args(conf_loss, labels, neg_pos_ratio, matched_iou, neg_overlap);
+  const c10::cuda::CUDAGuard guard(conf_loss.device());
+  at::Tensor mask = at::empty(conf_loss.sizes(), conf_loss.options().dtype(at::kBool));
+  launch_mining(conf_loss.contiguous(), labels.to(at::kLong).contiguous(), matched_iou,
+                neg_pos_ratio, neg_overlap, mask);
   return mask;
 }
 

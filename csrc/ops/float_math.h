@@ -1,0 +1,173 @@
+// Float arithmetic shared by the CPU and CUDA kernels, written out so that both devices
+// compute the very same bits: the bit patterns of floats, and exp/log without libm.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <type_traits>
+
+#include "ops/box_math.h"
+
+#if defined(__CUDACC__)
+#define SSD_UNROLL _Pragma("unroll")
+#else
+#define SSD_UNROLL _Pragma("GCC unroll 16")
+#endif
+
+namespace ssd_fast {
+
+// Float types and the unsigned integers their keys live in. Composite keys put a 32-bit
+// index (a prior, or class * P + prior) under the score key: 64 bits for float scores, 128
+// (96 used) for double scores.
+template <typename T> struct KeyTraits;
+template <> struct KeyTraits<float> {
+  using bits_t = uint32_t;
+  using ckey_t = uint64_t;
+  static constexpr int kBits = 32;
+};
+template <> struct KeyTraits<double> {
+  using bits_t = uint64_t;
+  using ckey_t = unsigned __int128;
+  static constexpr int kBits = 64;
+};
+template <typename T> using skey_t = typename KeyTraits<T>::bits_t;
+template <typename T> using ckey_t = typename KeyTraits<T>::ckey_t;
+
+template <typename T>
+SSD_HD skey_t<T> bits_of(T x) {
+  skey_t<T> u;
+  memcpy(&u, &x, sizeof(T));
+  return u;
+}
+
+template <typename T>
+SSD_HD T from_bits(skey_t<T> u) {
+  T x;
+  memcpy(&x, &u, sizeof(T));
+  return x;
+}
+
+// exp(x) for softmaxes (ssd_postprocess, multibox_loss), written out so that the CPU (vectorised) and
+// the GPU compute the very same bits: x = n * ln2 + r with |r| <= ln2 / 2 (Cody-Waite split
+// of ln2, so n * ln2_hi is exact), exp(r) by its Taylor polynomial (degree 7 for float, 13
+// for double: truncation below 0.1 ulp), then two exact power-of-two scalings, so that
+// results down to the subnormals are rounded once. Within 2 ulp of exp; overflows to +inf,
+// underflows to 0, NaN stays NaN. Needs IEEE arithmetic without FMA contraction (the build
+// passes -ffp-contract=off and --fmad=false). No branches, so the CPU loop vectorises.
+template <typename T> struct ExpConsts;
+template <> struct ExpConsts<float> {
+  static constexpr float kLog2e = 1.44269504088896341f;
+  static constexpr float kLn2Hi = 0.693145751953125f;  // ln2 to 16 bits
+  static constexpr float kLn2Lo = 1.42860676533018708e-06f;
+  static constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr float kMin = -104.0f;        // exp(-104) < half the smallest subnormal
+  static constexpr float kMax = 89.0f;          // exp(89) > FLT_MAX
+  static constexpr float kMinNormal = -87.0f;   // exp(-87) > FLT_MIN
+  static constexpr int kDegree = 7;
+  static constexpr uint32_t kBias = 127;
+  static constexpr int kMantissa = 23;
+};
+template <> struct ExpConsts<double> {
+  static constexpr double kLog2e = 1.4426950408889634;
+  static constexpr double kLn2Hi = 0.6931471806019545;  // ln2 to 32 bits
+  static constexpr double kLn2Lo = -4.2009150726810846e-11;
+  static constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double kMin = -746.0;
+  static constexpr double kMax = 710.0;
+  static constexpr double kMinNormal = -708.0;  // exp(-708) > DBL_MIN
+  static constexpr int kDegree = 13;
+  static constexpr uint64_t kBias = 1023;
+  static constexpr int kMantissa = 52;
+};
+
+// 1 / k!, exact factorial (k <= 13 < 2^53) and one rounding; folded at compile time.
+constexpr double inv_factorial(int k) {
+  double f = 1.0;
+  for (int i = 2; i <= k; ++i) f *= i;
+  return 1.0 / f;
+}
+
+// 2^n for the integer n held in t = n + kRound (its low mantissa bits, two's complement).
+template <typename T>
+SSD_HD T pow2_from_rounded(T t) {
+  using C = ExpConsts<T>;
+  const skey_t<T> n = bits_of(t) - bits_of(C::kRound);
+  return from_bits<T>((n + C::kBias) << C::kMantissa);
+}
+
+// exp(r) for |r| <= ln2 / 2: the Taylor polynomial of exp_det.
+template <typename T>
+SSD_HD T exp_reduced(T r) {
+  using C = ExpConsts<T>;
+  T p = T(inv_factorial(C::kDegree));
+SSD_UNROLL
+  for (int k = C::kDegree - 1; k >= 0; --k) p = p * r + T(inv_factorial(k));
+  return p;
+}
+
+template <typename T>
+SSD_HD T exp_det(T x) {
+  using C = ExpConsts<T>;
+  const bool nan = x != x;
+  T xc = x < C::kMin ? C::kMin : x;
+  xc = xc > C::kMax ? C::kMax : xc;
+  xc = nan ? T(0) : xc;
+  const T t = xc * C::kLog2e + C::kRound;  // round(x / ln2) + kRound, |n| <= 1076
+  const T nf = t - C::kRound;
+  const T r = (xc - nf * C::kLn2Hi) - nf * C::kLn2Lo;
+  const T p = exp_reduced(r);
+  const T t1 = nf * T(0.5) + C::kRound;  // n1 = round(n / 2), n2 = n - n1: 2^n1, 2^n2 normal
+  const T t2 = (nf - (t1 - C::kRound)) + C::kRound;
+  const T y = (p * pow2_from_rounded(t1)) * pow2_from_rounded(t2);
+  return nan ? x : (x < C::kMin ? T(0) : y);
+}
+
+// exp(x) for x <= 0 (or NaN): the terms of a softmax once the max is subtracted (multibox_loss).
+// exp_det's reduction and polynomial, but a single power-of-two scaling: results below the
+// smallest normal number are flushed to 0 (next to a softmax sum >= 1 they vanish anyway).
+// About a third fewer operations than exp_det. -inf gives 0, NaN stays NaN.
+template <typename T>
+SSD_HD T exp_nonpos(T x) {
+  using C = ExpConsts<T>;
+  const bool tiny = x < C::kMinNormal;
+  const T xc = tiny ? C::kMinNormal : x;
+  const T t = xc * C::kLog2e + C::kRound;  // round(x / ln2) + kRound, 2^n normal
+  const T nf = t - C::kRound;
+  const T r = (xc - nf * C::kLn2Hi) - nf * C::kLn2Lo;
+  const T y = exp_reduced(r) * pow2_from_rounded(t);
+  return tiny ? T(0) : y;
+}
+
+// log(x) for a positive normal x (multibox_loss takes it of a softmax denominator, >= 1):
+// x = 2^e * m with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(z) with z = (m - 1) / (m + 1),
+// |z| <= 0.172, by its odd series to z^9 (float) or z^23 (double): truncation below 0.1 ulp;
+// then e * ln2 with the Cody-Waite split of exp_det (e * ln2_hi exact). Within 2 ulp of log.
+// NaN stays NaN. Branch free, no integer-to-float conversion (e is read through kRound), so
+// the CPU loop vectorises, float64 included.
+template <typename T>
+SSD_HD T log_det(T x) {
+  using C = ExpConsts<T>;
+  using U = skey_t<T>;
+  constexpr int kTerms = std::is_same_v<T, double> ? 11 : 4;  // z^3 .. z^(2 kTerms + 1)
+  constexpr U kMantissaMask = (U(1) << C::kMantissa) - 1;
+  const U u = bits_of(x);
+  // the biased exponent field E, as the float kRound + E, then e = E - bias
+  const T biased = from_bits<T>(bits_of(C::kRound) + (u >> C::kMantissa)) - C::kRound;
+  T m = from_bits<T>((u & kMantissaMask) | bits_of(T(1)));  // in [1, 2)
+  const bool big = m > T(1.41421356237309505);
+  m = big ? m * T(0.5) : m;
+  const T e = biased - T(C::kBias) + (big ? T(1) : T(0));
+  const T z = (m - T(1)) / (m + T(1));
+  const T z2 = z * z;
+  T q = T(1.0 / (2 * kTerms + 1));
+SSD_UNROLL
+  for (int k = kTerms - 1; k >= 1; --k) q = q * z2 + T(1.0 / (2 * k + 1));
+  const T two_z = z + z;
+  const T log_m = two_z + two_z * (z2 * q);
+  const T y = e * C::kLn2Hi + (e * C::kLn2Lo + log_m);
+  return x != x ? x : y;
+}
+
+}  // namespace ssd_fast
