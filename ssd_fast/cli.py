@@ -28,10 +28,13 @@ def _bench(args):
 
 # -- demo / train / eval / detect ------------------------------------------------------------
 
-#: The demo's defaults: ssd_tiny at 128 px on the synthetic shapes, sized for 2 CPU cores (AdamW:
-#: SGD needs several times the iterations from scratch here).
+#: The demo's defaults: ssd_tiny at 128 px on the synthetic shapes, sized for 2 CPU cores. Measured
+#: at 2400 iterations (VOC07 mAP on 500 test images): AdamW 0.74 where SGD lags far behind; the
+#: photometric distortion costs 0.07 here (the objects' colours are random already), expand at
+#: p=0.3 gains 0.03; 6 boxes per cell on every map instead of 4/6: -0.01. Workers 0 and 2 threads
+#: beat 1 worker + 1 thread (137 vs 111 img/s).
 DEMO = dict(arch="ssd_tiny", image_size=128, train_n=3000, test_n=500, iterations=2400, batch_size=32,
-            optimizer="adamw", lr=4e-3, expand_p=0.3, workers=0)
+            optimizer="adamw", lr=4e-3, expand_p=0.3, photometric=False, workers=0)
 
 
 def _threads(device, workers):
@@ -77,7 +80,7 @@ def _demo(args):
     torch.manual_seed(args.seed)
     model = build_model(d["arch"], num_classes=len(CLASSES), image_size=d["image_size"], classes=CLASSES)
     cfg = TrainConfig(iterations=iterations, batch_size=d["batch_size"], optimizer=d["optimizer"], lr=d["lr"],
-                      expand_p=d["expand_p"],
+                      expand_p=d["expand_p"], photometric=d["photometric"],
                       warmup_iters=min(100, iterations // 10), milestones=(int(iterations * 0.8),),
                       workers=d["workers"], seed=args.seed, progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)
@@ -211,7 +214,7 @@ def build_parser():
                    help="time each implementation for at least this long")
     b.set_defaults(func=_bench)
 
-    d = sub.add_parser("demo", help="train SSDLite on synthetic shapes (CPU, <= 10 min), evaluate, draw")
+    d = sub.add_parser("demo", help="train ssd_tiny on synthetic shapes (CPU, <= 10 min), evaluate, draw")
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     d.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     d.add_argument("--iterations", type=int, default=0, help=f"default {DEMO['iterations']}")
@@ -267,5 +270,12 @@ def main(argv=None):
     return args.func(args)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``ssd-fast`` console script. ``main`` returns what the subcommand computed (metrics, for
+    tests and callers); a console script's return value becomes the exit status, so this one
+    returns nothing: exit status 0 on success."""
     main()
+
+
+if __name__ == "__main__":
+    console()

@@ -1,5 +1,7 @@
 """Each ``ssd-fast`` subcommand on tiny settings; bad input names what is wrong."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -70,3 +72,14 @@ def test_demo_eval_detect(tmp_path):
 def test_bench_still_there():
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
+
+
+def test_console_script_exits_with_status_0(tmp_path):
+    """`ssd-fast eval` returns its metrics from main(); the console entry must not turn them into
+    exit status 1 (sys.exit(dict) prints the dict and exits 1)."""
+    ckpt = _train(tmp_path)
+    code = ("import sys; from ssd_fast.cli import console; "
+            f"sys.argv = ['ssd-fast', 'eval', '--checkpoint', {str(ckpt)!r}, '--data', 'synthetic:n=4,size=64']; "
+            "sys.exit(console())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -6,9 +6,9 @@
   per 160 px image (13M at 128 px). Few multiply-adds, but slow to train from scratch: on the
   synthetic data it needs several times the iterations of ``ssd_tiny``.
 - ``ssd_tiny``: the same six maps from a slim VGG-style backbone (plain 3x3 conv + BN + ReLU,
-  as SSD300's VGG16 but 24-128 channels) and one 3x3 conv per head, as SSD300's. About 1.1M
-  parameters and 130M multiply-adds per 128 px image; it learns the synthetic shapes within
-  a few hundred iterations, so the demo trains it.
+  as SSD300's VGG16 but 24-128 channels) and one 3x3 conv per head, as SSD300's: 1.1M
+  parameters and 101M multiply-adds per 128 px image for 6 classes (1.5M, 123M for 21). It
+  learns the synthetic shapes within a few hundred iterations, so the demo trains it.
 
 Both give six feature maps at strides 8, 16, 32, 64, 128, 256 (160 px: 20, 10, 5, 3, 2, 1;
 128 px: 16, 8, 4, 2, 1, 1).
