@@ -83,6 +83,29 @@ def _iou(boxes, patches):
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def _draw_patches(h: int, w: int, n: int, rng: np.random.Generator, scale: Tuple[float, float],
+                  aspect: Tuple[float, float]) -> np.ndarray:
+    """``n`` random integer pixel patches ``[n, 4]`` (see :func:`sample_patch`)."""
+    s = rng.uniform(*scale, n)
+    a = rng.uniform(np.maximum(aspect[0], s * s), np.minimum(aspect[1], 1 / (s * s)))
+    pw, ph = s * np.sqrt(a), s / np.sqrt(a)
+    x0, y0 = rng.uniform(0, 1 - pw), rng.uniform(0, 1 - ph)
+    return np.round(np.stack([x0 * w, y0 * h, (x0 + pw) * w, (y0 + ph) * h], -1)).astype(np.int64)
+
+
+def _accepted(patches: np.ndarray, boxes: np.ndarray, min_ious: np.ndarray) -> np.ndarray:
+    """``[S, T]`` bool: patch ``[s, t]`` is not empty and (``min_ious[s]`` is NaN = no
+    constraint, or some GT has IoU >= ``min_ious[s]`` with it)."""
+    ok = (patches[..., 2] > patches[..., 0]) & (patches[..., 3] > patches[..., 1])
+    S, T = ok.shape
+    if len(boxes):
+        best = _iou(boxes, patches.reshape(-1, 4)).max(1).reshape(S, T)
+        ok &= np.isnan(min_ious)[:, None] | (best >= min_ious[:, None])
+    else:
+        ok &= np.isnan(min_ious)[:, None]
+    return ok
+
+
 def sample_patch(h: int, w: int, boxes: np.ndarray, min_iou: Optional[float], rng: np.random.Generator,
                  scale: Tuple[float, float] = (0.1, 1.0), aspect: Tuple[float, float] = (0.5, 2.0),
                  trials: int = 50) -> Optional[np.ndarray]:
@@ -92,16 +115,10 @@ def sample_patch(h: int, w: int, boxes: np.ndarray, min_iou: Optional[float], rn
     ``min_iou`` is None or some GT has IoU >= ``min_iou`` with it. Returns the integer pixel
     patch ``[x1, y1, x2, y2]`` of the first of ``trials`` tries (drawn at once) that is
     accepted, else None."""
-    s = rng.uniform(*scale, trials)
-    a = rng.uniform(np.maximum(aspect[0], s * s), np.minimum(aspect[1], 1 / (s * s)))
-    pw, ph = s * np.sqrt(a), s / np.sqrt(a)
-    x0, y0 = rng.uniform(0, 1 - pw), rng.uniform(0, 1 - ph)
-    patches = np.round(np.stack([x0 * w, y0 * h, (x0 + pw) * w, (y0 + ph) * h], 1)).astype(np.int64)
-    ok = (patches[:, 2] > patches[:, 0]) & (patches[:, 3] > patches[:, 1])
-    if min_iou is not None:
-        ok &= (_iou(boxes, patches).max(1) >= min_iou) if len(boxes) else False
+    patches = _draw_patches(h, w, trials, rng, scale, aspect)[None]
+    ok = _accepted(patches, boxes, np.array([np.nan if min_iou is None else min_iou]))[0]
     hits = np.flatnonzero(ok)
-    return patches[hits[0]] if len(hits) else None
+    return patches[0, hits[0]] if len(hits) else None
 
 
 def crop_boxes(boxes: np.ndarray, patch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -115,18 +132,30 @@ def crop_boxes(boxes: np.ndarray, patch: np.ndarray) -> Tuple[np.ndarray, np.nda
     return kept, keep
 
 
-def random_crop(img, boxes, rng, min_ious=CROP_MIN_IOUS):
+def _crop_patch(h: int, w: int, boxes: np.ndarray, rng: np.random.Generator, min_ious=CROP_MIN_IOUS,
+                trials: int = 50) -> Optional[np.ndarray]:
+    """The patch :func:`random_crop` picks, or None for the whole image."""
+    need = np.array([np.nan if m is None else m for m in min_ious], np.float64)
+    patches = _draw_patches(h, w, len(need) * trials, rng, (0.1, 1.0), (0.5, 2.0)).reshape(len(need), trials, 4)
+    ok = _accepted(patches, boxes, need)
+    first = patches[np.arange(len(need)), ok.argmax(1)][ok.any(1)]  # each sampler's first accepted
+    if len(boxes) and len(first):
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        p = first[:, None]
+        first = first[((cx >= p[..., 0]) & (cx < p[..., 2]) & (cy >= p[..., 1]) & (cy < p[..., 3])).any(1)]
+    else:
+        first = first[:0]
+    pick = rng.integers(len(first) + 1)  # 0: the whole image
+    return first[pick - 1] if pick else None
+
+
+def random_crop(img, boxes, rng, min_ious=CROP_MIN_IOUS, trials: int = 50):
     """The min-IoU random crop: each sampler of ``{whole image} + min_ious`` proposes a patch
-    (:func:`sample_patch`; a patch must keep at least one GT centre), one of the proposals is
-    picked uniformly (Caffe keeps the original image as one of them). Returns ``(image, boxes,
-    keep mask)``."""
-    h, w, _ = img.shape
-    candidates = [None]
-    for min_iou in min_ious:
-        patch = sample_patch(h, w, boxes, min_iou, rng)
-        if patch is not None and crop_boxes(boxes, patch)[1].any():
-            candidates.append(patch)
-    patch = candidates[rng.integers(len(candidates))]
+    (the first of ``trials`` accepted as in :func:`sample_patch`, all samplers' tries drawn and
+    tested at once), kept when it holds at least one GT centre; one of the proposals is picked
+    uniformly (Caffe keeps the original image as one of them). Returns ``(image, boxes, keep
+    mask)``."""
+    patch = _crop_patch(img.shape[0], img.shape[1], boxes, rng, min_ious, trials)
     if patch is None:
         return img, boxes, np.ones(len(boxes), bool)
     kept, keep = crop_boxes(boxes, patch)
