@@ -17,12 +17,12 @@ from .checkpoint import MODELS, build_model, load_checkpoint, load_model, model_
 from .loss import MultiBoxLoss
 from .priors import PRESETS, PriorSpec, get_prior_spec, prior_boxes, ssd_sizes
 from .ssd import DEFAULT_POSTPROCESS, SSD
-from .ssdlite import ssd_tiny, ssdlite, ssdlite_priors
+from .ssdlite import ssd_tiny, ssd_tiny_priors, ssdlite, ssdlite_priors
 from .vgg import L2Norm, ssd300_vgg16, ssd512_vgg16
 
 __all__ = [
     "SSD", "ssd300_vgg16", "ssd512_vgg16", "ssdlite", "ssd_tiny", "MultiBoxLoss",
-    "PriorSpec", "PRESETS", "prior_boxes", "get_prior_spec", "ssd_sizes", "ssdlite_priors",
+    "PriorSpec", "PRESETS", "prior_boxes", "get_prior_spec", "ssd_sizes", "ssdlite_priors", "ssd_tiny_priors",
     "L2Norm", "DEFAULT_POSTPROCESS", "convert",
     "MODELS", "build_model", "model_from_config", "save_checkpoint", "load_checkpoint", "load_model",
 ]

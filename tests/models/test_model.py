@@ -47,19 +47,33 @@ def test_parameter_counts():
         assert num_params(ssd512_vgg16(21)) == 27_188_676
 
 
-@pytest.mark.parametrize("builder,params", [(ssdlite, (100_000, 250_000)), (ssd_tiny, (900_000, 1_300_000))])
-@pytest.mark.parametrize("size,maps", [(128, [16, 8, 4, 2, 1, 1]), (160, [20, 10, 5, 3, 2, 1])])
-def test_light_ssd_forward(builder, params, size, maps):
+@pytest.mark.parametrize("builder,params,boxes", [(ssdlite, (100_000, 250_000), [4, 6, 6, 6, 4, 4]),
+                                                  (ssd_tiny, (900_000, 1_300_000), [4, 4, 6, 6, 6, 4, 4])])
+@pytest.mark.parametrize("size", [128, 160])
+def test_light_ssd_forward(builder, params, boxes, size):
+    maps = {(ssdlite, 128): [16, 8, 4, 2, 1, 1], (ssdlite, 160): [20, 10, 5, 3, 2, 1],
+            (ssd_tiny, 128): [32, 16, 8, 4, 2, 1, 1], (ssd_tiny, 160): [40, 20, 10, 5, 3, 2, 1]}[builder, size]
     torch.manual_seed(0)
     model = builder(num_classes=5, image_size=size)
     assert [h for h, _ in model.prior_spec.feature_maps] == maps
     loc, conf = model(torch.randn(2, 3, size, size))
     P = model.priors.shape[0]
     assert loc.shape == (2, P, 4) and conf.shape == (2, P, 5)
-    assert P == sum(a * m * m for a, m in zip([4, 6, 6, 6, 4, 4], maps))
+    assert P == sum(a * m * m for a, m in zip(boxes, maps))
     assert torch.isfinite(loc).all() and torch.isfinite(conf).all()
     assert params[0] < num_params(model) < params[1]
     assert model.config["arch"] == builder.__name__
+
+
+def test_ssd_tiny_priors():
+    """5%/10% of the image on the stride-4 map, then 10% .. 90% (+16% per map), Caffe's sizes."""
+    spec = ssd_tiny(num_classes=3, image_size=128).prior_spec
+    assert spec.name == "ssd_tiny" and spec.steps is None
+    assert spec.min_sizes == pytest.approx([6.4, 12.8, 33.28, 53.76, 74.24, 94.72, 115.2])
+    assert spec.max_sizes == pytest.approx([12.8, 33.28, 53.76, 74.24, 94.72, 115.2, 135.68])
+    # first box of the stride-4 map: centre (2, 2) px, the 6.4 px square (Caffe truncates: 6 px)
+    assert ssd_tiny(num_classes=3, image_size=128).priors[0].tolist() == pytest.approx(
+        [(2 - 3) / 128, (2 - 3) / 128, (2 + 3) / 128, (2 + 3) / 128])
 
 
 def test_head_layout_matches_priors():
