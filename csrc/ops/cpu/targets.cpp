@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -17,33 +18,49 @@ namespace ssd_fast {
 namespace {
 
 template <typename scalar_t>
-struct TargetOut {  // one image's rows of the outputs; loc/labels null for match_priors
+struct TargetOut {  // one image's rows of match_priors' outputs
   int64_t* idx;
   scalar_t* iou;
-  scalar_t* loc;
-  int64_t* labels;
 };
 
-// Per-thread scratch, sized for P priors and G GTs.
+// Per-thread scratch for P priors and G GTs, kept between calls (thread_local): every element
+// match_image reads it has written in the same call.
 template <typename acc_t>
 struct MatchScratch {
   std::vector<acc_t> best_iou, gbest_iou, assign_iou;
   std::vector<int32_t> best_g, gbest_p, assign, valid;
   std::vector<uint8_t> taken, gt_done;
   std::vector<acc_t> gbox;
-  MatchScratch(int64_t P, int64_t G)
-      : best_iou(P), gbest_iou(G), assign_iou(P), best_g(P), gbest_p(G), assign(P),
-        taken(P), gt_done(G), gbox(4 * G) {
+  void resize(int64_t P, int64_t G) {
+    for (auto* v : {&best_iou, &assign_iou}) v->resize(P);
+    for (auto* v : {&best_g, &assign}) v->resize(P);
+    taken.resize(P);
+    gbest_iou.resize(G);
+    gbest_p.resize(G);
+    gt_done.resize(G);
+    gbox.resize(4 * G);
     valid.reserve(G);
   }
 };
+
+// The threshold step of matching, branch free: prior p takes its best GT where best_iou >= thr.
+// keep: priors already assigned (bipartite) keep their GT and IoU.
+template <typename acc_t>
+void threshold_rows(const acc_t* __restrict best_iou, const int32_t* __restrict best_g, acc_t thr,
+                    int64_t P, bool keep, int32_t* __restrict assign, acc_t* __restrict assign_iou) {
+  for (int64_t p = 0; p < P; ++p) {
+    const bool kept = keep && assign[p] >= 0;
+    const int32_t a = best_iou[p] >= thr ? best_g[p] : -1;
+    assign[p] = kept ? assign[p] : a;
+    assign_iou[p] = kept ? assign_iou[p] : best_iou[p];
+  }
+}
 
 // Match one image. gt [G, 4], labels [G]; priors as SoA (compute type) and raw [P, 4].
 template <typename scalar_t>
 void match_image(MatchMode mode, const scalar_t* gt, const int64_t* labels, int64_t G,
                  cpu::SoaView<at::opmath_type<scalar_t>> pri,
-                 const at::opmath_type<scalar_t>* chunks, const scalar_t* priors_raw,
-                 int64_t P, double iou_threshold, const double* variances,
+                 const at::opmath_type<scalar_t>* chunks, int64_t P, double iou_threshold,
                  MatchScratch<at::opmath_type<scalar_t>>& s, TargetOut<scalar_t> out) {
   using acc_t = at::opmath_type<scalar_t>;
   s.valid.clear();
@@ -93,46 +110,55 @@ void match_image(MatchMode mode, const scalar_t* gt, const int64_t* labels, int6
           s.gbest_p[k] = static_cast<int32_t>(argmax);
         }
       }
-      for (int64_t p = 0; p < P; ++p) {
-        if (s.assign[p] >= 0) continue;
-        s.assign_iou[p] = s.best_iou[p];
-        if (s.best_iou[p] >= thr) s.assign[p] = s.best_g[p];
-      }
+      threshold_rows(s.best_iou.data(), s.best_g.data(), thr, P, true, s.assign.data(), s.assign_iou.data());
     } else {
-      for (int64_t p = 0; p < P; ++p) {
-        s.assign_iou[p] = s.best_iou[p];
-        s.assign[p] = s.best_iou[p] >= thr ? s.best_g[p] : -1;
-      }
+      threshold_rows(s.best_iou.data(), s.best_g.data(), thr, P, false, s.assign.data(), s.assign_iou.data());
       for (int64_t k = 0; k < ng; ++k) {  // increasing GT index: a later GT wins a shared prior
         s.assign[s.gbest_p[k]] = static_cast<int32_t>(k);
         s.assign_iou[s.gbest_p[k]] = static_cast<acc_t>(kForcedIou);
       }
     }
   }
-  acc_t v[4] = {1, 1, 1, 1};  // variances, used only with out.loc
-  if (out.loc)
-    for (int q = 0; q < 4; ++q) v[q] = static_cast<acc_t>(variances[q]);
+  int64_t* __restrict idx = out.idx;
+  scalar_t* __restrict iou = out.iou;
+  const int32_t* __restrict assign = s.assign.data();
+  const acc_t* __restrict assign_iou = s.assign_iou.data();
+  const int32_t* __restrict valid = s.valid.data();
   for (int64_t p = 0; p < P; ++p) {
-    const int32_t a = s.assign[p];
-    const int64_t g = a >= 0 ? s.valid[a] : -1;
-    out.idx[p] = g;
-    out.iou[p] = static_cast<scalar_t>(ng > 0 ? s.assign_iou[p] : acc_t(0));
-    if (!out.loc) continue;
-    acc_t t[4] = {0, 0, 0, 0};
-    if (g >= 0) {
-      acc_t gb[4], pb[4];
-      for (int q = 0; q < 4; ++q) {
-        gb[q] = static_cast<acc_t>(gt[4 * g + q]);
-        pb[q] = static_cast<acc_t>(priors_raw[4 * p + q]);
-      }
-      encode_one(gb, pb, v, t);
-    }
-    for (int q = 0; q < 4; ++q) out.loc[4 * p + q] = static_cast<scalar_t>(t[q]);
-    out.labels[p] = g >= 0 ? labels[g] : 0;
+    const int32_t a = assign[p];
+    idx[p] = a >= 0 ? valid[a] : -1;
+    iou[p] = static_cast<scalar_t>(ng > 0 ? assign_iou[p] : acc_t(0));
   }
 }
 
-// Shared driver: match (and, with loc, encode) every image, in parallel over images.
+// ssd_targets' other outputs of priors [p0, p1) of one image, from its matches idx.
+template <typename scalar_t>
+void encode_rows(const int64_t* __restrict idx, const scalar_t* __restrict gt,
+                 const int64_t* __restrict labels, const scalar_t* __restrict priors,
+                 const double* variances, int64_t p0, int64_t p1, scalar_t* __restrict loc,
+                 int64_t* __restrict out_labels) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t v[4];
+  for (int q = 0; q < 4; ++q) v[q] = static_cast<acc_t>(variances[q]);
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t g = idx[p];
+    out_labels[p] = g >= 0 ? labels[g] : 0;
+    acc_t t[4] = {0, 0, 0, 0};
+    if (g >= 0) {  // a few percent of the priors
+      acc_t gb[4], pb[4];
+      for (int q = 0; q < 4; ++q) {
+        gb[q] = static_cast<acc_t>(gt[4 * g + q]);
+        pb[q] = static_cast<acc_t>(priors[4 * p + q]);
+      }
+      encode_one(gb, pb, v, t);
+    }
+    for (int q = 0; q < 4; ++q) loc[4 * p + q] = static_cast<scalar_t>(t[q]);
+  }
+}
+
+// Shared driver: match every image (in parallel over images), then (ssd_targets) encode the
+// matched GTs and take their labels in a second pass, in parallel over all B * P priors, so
+// that images with many GTs do not leave a thread waiting on the cheap part.
 void run_targets(const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const at::Tensor& priors,
                  double iou_threshold, MatchMode mode, const double* variances, at::Tensor& idx,
                  at::Tensor& iou, at::Tensor* loc, at::Tensor* labels) {
@@ -147,14 +173,24 @@ void run_targets(const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const 
     const std::vector<acc_t> chunks = cpu::chunk_bounds(soa.view(), P);
     const scalar_t* gtp = gt.data_ptr<scalar_t>();
     const int64_t* labp = lab.data_ptr<int64_t>();
+    int64_t* idxp = idx.data_ptr<int64_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      MatchScratch<acc_t> scratch(P, G);
+      thread_local MatchScratch<acc_t> scratch;
+      scratch.resize(P, G);
       for (int64_t b = begin; b < end; ++b) {
-        TargetOut<scalar_t> out{idx.data_ptr<int64_t>() + b * P, iou.data_ptr<scalar_t>() + b * P,
-                                loc ? loc->data_ptr<scalar_t>() + 4 * b * P : nullptr,
-                                labels ? labels->data_ptr<int64_t>() + b * P : nullptr};
-        match_image<scalar_t>(mode, gtp + 4 * b * G, labp + b * G, G, soa.view(), chunks.data(),
-                              pr.data_ptr<scalar_t>(), P, iou_threshold, variances, scratch, out);
+        match_image<scalar_t>(mode, gtp + 4 * b * G, labp + b * G, G, soa.view(), chunks.data(), P,
+                              iou_threshold, scratch, {idxp + b * P, iou.data_ptr<scalar_t>() + b * P});
+      }
+    });
+    if (!loc) return;
+    scalar_t* locp = loc->data_ptr<scalar_t>();
+    int64_t* outlab = labels->data_ptr<int64_t>();
+    at::parallel_for(0, B * P, 2048, [&](int64_t begin, int64_t end) {
+      while (begin < end) {  // the range may span images
+        const int64_t b = begin / P, p1 = std::min(end, (b + 1) * P);
+        encode_rows<scalar_t>(idxp + b * P, gtp + 4 * b * G, labp + b * G, pr.data_ptr<scalar_t>(),
+                              variances, begin - b * P, p1 - b * P, locp + 4 * b * P, outlab + b * P);
+        begin = p1;
       }
     });
   });
