@@ -58,18 +58,40 @@ def photometric_distort(img: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def _expand_geometry(h: int, w: int, rng: np.random.Generator, max_ratio: float) -> Tuple[int, int, int, int]:
+    """The canvas of :func:`expand`: ``(H, W, left, top)`` (the image's place on it)."""
+    ratio = rng.uniform(1, max_ratio)
+    H, W = int(h * ratio), int(w * ratio)
+    left, top = int(rng.uniform(0, W - w)), int(rng.uniform(0, H - h))
+    return H, W, left, top
+
+
+def _canvas_region(img: np.ndarray, canvas: Optional[Tuple[int, int, int, int]], region,
+                   fill: Sequence[float] = MEAN) -> np.ndarray:
+    """Pixels ``region`` ``[x1, y1, x2, y2]`` of ``img`` placed on ``canvas`` (``(H, W, left,
+    top)`` as :func:`_expand_geometry`, filled with ``fill``; None: no canvas, a view of
+    ``img``), without drawing the rest of the canvas."""
+    x1, y1, x2, y2 = (int(v) for v in region)
+    if canvas is None:
+        return img[y1:y2, x1:x2]
+    _, _, left, top = canvas
+    h, w, _ = img.shape
+    out = np.empty((y2 - y1, x2 - x1, 3), img.dtype)
+    out[...] = np.rint(np.asarray(fill))
+    ya, yb, xa, xb = max(y1, top), min(y2, top + h), max(x1, left), min(x2, left + w)
+    if ya < yb and xa < xb:
+        out[ya - y1:yb - y1, xa - x1:xb - x1] = img[ya - top:yb - top, xa - left:xb - left]
+    return out
+
+
 def expand(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, max_ratio: float = 4.0,
            fill: Sequence[float] = MEAN) -> Tuple[np.ndarray, np.ndarray]:
     """Zoom out: put the image at a random place on a canvas ``ratio`` in [1, max_ratio] times
     larger, filled with ``fill`` (the mean). Always applies; the caller draws p=0.5."""
     h, w, _ = img.shape
-    ratio = rng.uniform(1, max_ratio)
-    H, W = int(h * ratio), int(w * ratio)
-    left, top = int(rng.uniform(0, W - w)), int(rng.uniform(0, H - h))
-    canvas = np.empty((H, W, 3), img.dtype)
-    canvas[...] = np.rint(np.asarray(fill))
-    canvas[top:top + h, left:left + w] = img
-    return canvas, boxes + np.array([left, top, left, top], np.float32)
+    H, W, left, top = canvas = _expand_geometry(h, w, rng, max_ratio)
+    return (_canvas_region(img, canvas, (0, 0, W, H), fill),
+            boxes + np.array([left, top, left, top], np.float32))
 
 
 def _iou(boxes, patches):
@@ -203,11 +225,20 @@ class TrainTransform:
         labels, difficult = target["labels"], target["difficult"]
         if self.photometric:
             img = photometric_distort(img, rng)
+        # expand and crop decide the geometry first; only the cropped part of the canvas is drawn
+        canvas = None
         if rng.random() < self.expand_p:
-            img, boxes = expand(img, boxes, rng, self.max_expand)
+            canvas = _expand_geometry(img.shape[0], img.shape[1], rng, self.max_expand)
+            boxes = boxes + np.array([canvas[2], canvas[3], canvas[2], canvas[3]], np.float32)
+        H, W = canvas[:2] if canvas else img.shape[:2]
+        region = (0, 0, W, H)
         if self.crop and len(boxes):
-            img, boxes, keep = random_crop(img, boxes, rng)
-            labels, difficult = labels[keep], difficult[keep]
+            patch = _crop_patch(H, W, boxes, rng)
+            if patch is not None:
+                boxes, keep = crop_boxes(boxes, patch)
+                labels, difficult = labels[keep], difficult[keep]
+                region = patch
+        img = _canvas_region(img, canvas, region)
         if rng.random() < self.flip_p:
             img, boxes = hflip(img, boxes)
         h, w, _ = img.shape
