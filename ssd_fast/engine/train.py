@@ -66,6 +66,23 @@ class TrainConfig:
         self.milestones = tuple(int(m) for m in self.milestones)
 
 
+def _fused(device: torch.device) -> Dict:
+    """AdamW's fused kernel (one pass over all parameters, CPU and CUDA): ~5% of a small
+    model's CPU step; the for-loop version is the fallback elsewhere."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast
+    (``TrainConfig.amp``) speeds training up; elsewhere oneDNN emulates it, slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def lr_factor(it: int, cfg: TrainConfig) -> float:
     """LR multiplier at iteration ``it``: linear warmup from ``warmup_factor`` to 1 over
     ``warmup_iters``, then ``gamma`` per milestone passed ("multistep") or half a cosine down to
@@ -115,7 +132,7 @@ class Trainer:
         # weight decay on conv weights only (not BN or biases), as in torchvision's references
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         self.optimizer = (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
-                          else torch.optim.AdamW(groups, lr=cfg.lr))
+                          else torch.optim.AdamW(groups, lr=cfg.lr, **_fused(self.device)))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(it, cfg))
         self.amp = cfg.amp if cfg.amp is not None else self.device.type == "cuda"
         # CUDA: fp16 autocast + loss scaling. CPU: bf16 autocast (same exponent range as fp32: no
