@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import ssd_fast
@@ -31,6 +32,16 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
         main(["train", "--data", "synthetic:n=16,size=64", "--optimizer", "adam", "--out", str(tmp_path)])
     log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     assert [r["iteration"] for r in log][-1] == 3
+
+
+def test_train_cosine_bfloat16(tmp_path):
+    main(["train", "--data", "synthetic:n=16,size=64", "--image-size", "64", "--iterations", "4",
+          "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path),
+          "--warmup", "0", "--schedule", "cosine", "--amp", "on", "--lr", "0.01"])
+    log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    cfg = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["train_config"]
+    assert cfg["amp"] is True and cfg["schedule"] == "cosine" and log[-1]["skipped_steps"] == 0
+    assert log[-1]["lr"] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * 3 / 4)))  # the lr of step 4 of 4
 
 
 def test_bad_input_is_named(tmp_path):
