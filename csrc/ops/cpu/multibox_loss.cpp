@@ -163,12 +163,15 @@ std::tuple<at::Tensor, at::Tensor> multibox_loss_backward_cpu(
   const at::Tensor x = loc.contiguous(), cl = conf_logits.contiguous(), xt = loc_targets.contiguous();
   const at::Tensor lab = labels.to(at::kLong).contiguous(), mk = mask.contiguous();
   const int64_t n_prior = mask.numel();
-  const double n = static_cast<double>(std::max<int64_t>(lab.gt(0).sum().item<int64_t>(), 1));
+  const int64_t* lp = lab.data_ptr<int64_t>();
+  int64_t num_pos = 0;  // one vectorised pass: cheaper than gt + sum + item (three ATen ops)
+  for (int64_t p = 0; p < n_prior; ++p) num_pos += lp[p] > 0;
+  const double n = static_cast<double>(std::max<int64_t>(num_pos, 1));
   AT_DISPATCH_FLOATING_TYPES(cl.scalar_type(), "multibox_loss_backward_cpu", [&] {
     const scalar_t g_loc = static_cast<scalar_t>(grad_loc_loss.item<double>() / n);
     const scalar_t g_conf = static_cast<scalar_t>(grad_conf_loss.item<double>() / n);
     backward_rows<scalar_t>(g_loc, g_conf, x.data_ptr<scalar_t>(), cl.data_ptr<scalar_t>(),
-                            xt.data_ptr<scalar_t>(), lab.data_ptr<int64_t>(), mk.data_ptr<bool>(),
+                            xt.data_ptr<scalar_t>(), lp, mk.data_ptr<bool>(),
                             n_prior, cl.size(2), grad_loc.data_ptr<scalar_t>(),
                             grad_conf.data_ptr<scalar_t>());
   });
