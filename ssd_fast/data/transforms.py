@@ -143,11 +143,17 @@ def sample_patch(h: int, w: int, boxes: np.ndarray, min_iou: Optional[float], rn
     return patches[0, hits[0]] if len(hits) else None
 
 
+def _centres_inside(boxes: np.ndarray, patches: np.ndarray) -> np.ndarray:
+    """``[..., G]`` bool: GT g's centre lies inside patch ``[..., 4]`` (half-open: x1 <= cx < x2)."""
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    p = patches[..., None, :]
+    return (cx >= p[..., 0]) & (cx < p[..., 2]) & (cy >= p[..., 1]) & (cy < p[..., 3])
+
+
 def crop_boxes(boxes: np.ndarray, patch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """GTs whose centre lies inside ``patch`` (half-open: x1 <= cx < x2), clipped to it and
     shifted to its origin. Returns ``(kept boxes, keep mask)``."""
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    keep = (cx >= patch[0]) & (cx < patch[2]) & (cy >= patch[1]) & (cy < patch[3])
+    keep = _centres_inside(boxes, patch)
     kept = boxes[keep].copy()
     kept[:, 0::2] = np.clip(kept[:, 0::2], patch[0], patch[2]) - patch[0]
     kept[:, 1::2] = np.clip(kept[:, 1::2], patch[1], patch[3]) - patch[1]
@@ -158,15 +164,11 @@ def _crop_patch(h: int, w: int, boxes: np.ndarray, rng: np.random.Generator, min
                 trials: int = 50) -> Optional[np.ndarray]:
     """The patch :func:`random_crop` picks, or None for the whole image."""
     need = np.array([np.nan if m is None else m for m in min_ious], np.float64)
-    patches = _draw_patches(h, w, len(need) * trials, rng, (0.1, 1.0), (0.5, 2.0)).reshape(len(need), trials, 4)
+    patches = _draw_patches(h, w, len(need) * trials, rng, (0.1, 1.0), (0.5, 2.0))
+    patches = patches.reshape(len(need), trials, 4)
     ok = _accepted(patches, boxes, need)
     first = patches[np.arange(len(need)), ok.argmax(1)][ok.any(1)]  # each sampler's first accepted
-    if len(boxes) and len(first):
-        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-        p = first[:, None]
-        first = first[((cx >= p[..., 0]) & (cx < p[..., 2]) & (cy >= p[..., 1]) & (cy < p[..., 3])).any(1)]
-    else:
-        first = first[:0]
+    first = first[_centres_inside(boxes, first).any(1)]  # a crop must keep some GT
     pick = rng.integers(len(first) + 1)  # 0: the whole image
     return first[pick - 1] if pick else None
 

@@ -11,8 +11,9 @@ SSD300.
   24-128 channels) and one 3x3 conv per head, as SSD300's, with seven feature maps: a first
   one at stride 4 (48 channels) for objects of 5-10% of the image, then strides 8 .. 256
   (128 px: 32, 16, 8, 4, 2, 1, 1). 1.1M parameters and 118M multiply-adds per 128 px image for
-  6 classes (1.6M, 167M for 21). It learns the synthetic shapes within a few hundred iterations, so the demo
-  trains it; the stride-4 map lifts the demo's VOC07 mAP by ~0.03 (small objects).
+  6 classes (1.6M, 167M for 21). It learns the synthetic shapes within a few hundred
+  iterations, so the demo trains it; the stride-4 map lifts the demo's VOC07 mAP by ~0.03
+  (small objects).
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -142,19 +143,17 @@ def ssd_tiny_priors(image_size: int, width_mult: float = 1.0) -> PriorSpec:
     maps = LiteBackbone(width_mult, "vgg").feature_map_sizes((image_size, image_size))
     mins, maxs = ssd_sizes(image_size, len(maps) - 1, min_ratio=26, max_ratio=90, first=(10, 26))
     ratios = ((2,), (2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
-    return PriorSpec(image_size, maps, None, [image_size * 0.05] + list(mins), [image_size * 0.10] + list(maxs),
-                     ratios, name="ssd_tiny")
+    return PriorSpec(image_size, maps, None, [image_size * 0.05] + list(mins),
+                     [image_size * 0.10] + list(maxs), ratios, name="ssd_tiny")
 
 
-def _lite_ssd(arch: str, style: str, make_head, num_classes: int, image_size: int, priors,
+def _lite_ssd(arch: str, style: str, make_head, own_priors, num_classes: int, image_size: int, priors,
               width_mult: float, classes: Optional[Sequence[str]]) -> SSD:
+    """``priors == arch`` means the builder's own default boxes, ``own_priors(image_size, width_mult)``."""
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
         raise ValueError(f"image_size must be an int >= 32, got {image_size!r}")
     backbone = LiteBackbone(width_mult, style)
-    if priors == arch:  # the builder's own default boxes
-        spec = (ssdlite_priors if arch == "ssdlite" else ssd_tiny_priors)(image_size, width_mult)
-    else:
-        spec = get_prior_spec(priors, image_size)
+    spec = own_priors(image_size, width_mult) if priors == arch else get_prior_spec(priors, image_size)
     return SSD(backbone, num_classes, spec, make_head=make_head, classes=classes, arch=arch,
                arch_kwargs={"image_size": image_size, "width_mult": width_mult})
 
@@ -171,8 +170,8 @@ def ssdlite(num_classes: int = 21, image_size: int = 160, priors="ssdlite", widt
         width_mult: channel multiplier of the backbone.
         classes: optional class names (background first).
     """
-    return _lite_ssd("ssdlite", "mobilenet", separable_head, num_classes, image_size, priors, width_mult,
-                     classes)
+    return _lite_ssd("ssdlite", "mobilenet", separable_head, ssdlite_priors, num_classes, image_size, priors,
+                     width_mult, classes)
 
 
 def ssd_tiny(num_classes: int = 21, image_size: int = 128, priors="ssd_tiny", width_mult: float = 1.0,
@@ -180,4 +179,5 @@ def ssd_tiny(num_classes: int = 21, image_size: int = 128, priors="ssd_tiny", wi
     """A slim VGG-style SSD (module docstring) for ``image_size`` x ``image_size`` inputs; the
     arguments are :func:`ssdlite`'s, with ``priors="ssd_tiny"`` (:func:`ssd_tiny_priors`) by
     default."""
-    return _lite_ssd("ssd_tiny", "vgg", conv3x3_head, num_classes, image_size, priors, width_mult, classes)
+    return _lite_ssd("ssd_tiny", "vgg", conv3x3_head, ssd_tiny_priors, num_classes, image_size, priors,
+                     width_mult, classes)
