@@ -2,7 +2,9 @@
 
 Environment knobs:
   FORCE_CUDA=1 / 0        build the CUDA kernels (no GPU needed) / never build them.
-                          Unset: CUDA when torch has CUDA and a toolkit is found.
+                          Unset: CUDA when torch has CUDA, a toolkit is found and a GPU
+                          is visible (torchvision's rule: a GPU-less machine gets the quick
+                          CPU-only build unless it asks).
   CUDA_HOME               toolkit root; else /usr/local/cuda; else asked of the nvcc on PATH.
   TORCH_CUDA_ARCH_LIST    e.g. "9.0" or "8.0;9.0+PTX" (read by torch.utils.cpp_extension).
   MAX_JOBS                parallel compile jobs (read by ninja through torch).
@@ -73,7 +75,9 @@ def want_cuda(torch, cuda_home):
         return False, f"torch {torch.__version__} has no CUDA"
     if cuda_home is None:
         return False, "no CUDA toolkit found (set CUDA_HOME or FORCE_CUDA=1)"
-    return True, f"torch has CUDA {torch.version.cuda} and a toolkit was found"
+    if not torch.cuda.is_available():
+        return False, "no GPU visible (FORCE_CUDA=1 compiles the CUDA kernels anyway)"
+    return True, f"torch has CUDA {torch.version.cuda}, a toolkit was found and a GPU is visible"
 
 
 def make_extension():

@@ -11,7 +11,8 @@ Every dataset has ``classes`` (background first), ``__len__``, ``__getitem__`` a
 from .loader import Augmented, IterationBatchSampler, collate
 from .spec import build_dataset, parse_spec
 from .synthetic import SyntheticDataset
-from .transforms import MEAN, STD, TestTransform, TrainTransform
+from .transforms import MEAN, STD, TestTransform, TrainTransform, normalize_image
 
 __all__ = ["build_dataset", "parse_spec", "SyntheticDataset", "Augmented", "collate",
-           "IterationBatchSampler", "TrainTransform", "TestTransform", "MEAN", "STD"]
+           "IterationBatchSampler", "TrainTransform", "TestTransform", "MEAN", "STD",
+           "normalize_image"]

@@ -34,8 +34,13 @@ class Augmented:
 def collate(batch: List[Tuple[torch.Tensor, dict]]):
     """Stack images; pad GTs to ``boxes [B, G, 4]`` (zeros), ``labels [B, G]`` int64 (-1),
     ``difficult [B, G]`` bool (False), G = the most GTs of any image (0 allowed). Also
-    ``index [B]`` and ``orig_size [B, 2]`` (h, w)."""
-    images = torch.stack([b[0] for b in batch])
+    ``index [B]`` and ``orig_size [B, 2]`` (h, w). Images laid out HWC (the transforms'
+    output) are stacked as a channels-last batch: no transposing copy."""
+    images = [b[0] for b in batch]
+    if images and all(t.dim() == 3 and t.permute(1, 2, 0).is_contiguous() for t in images):
+        images = torch.stack([t.permute(1, 2, 0) for t in images]).permute(0, 3, 1, 2)
+    else:
+        images = torch.stack(images)
     B = len(batch)
     G = max((len(t["labels"]) for _, t in batch), default=0)
     boxes = torch.zeros(B, G, 4)

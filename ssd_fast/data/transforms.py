@@ -194,14 +194,25 @@ def hflip(img, boxes):
     return img[:, ::-1], out
 
 
-def to_tensor(img: np.ndarray, size: int) -> torch.Tensor:
+def to_tensor(img: np.ndarray, size: int, normalize: bool = True) -> torch.Tensor:
     """Resize ``img`` (uint8 [H, W, 3]) to ``size`` x ``size`` (Pillow bilinear) and normalize
-    by MEAN/STD: ``[3, size, size]`` float32."""
+    by MEAN/STD: ``[3, size, size]`` float32. ``normalize=False``: the resized uint8 pixels as
+    ``[3, size, size]`` (a view of the HWC array: stacked, a channels-last batch), for
+    :func:`normalize` to convert a whole batch at once (4x less to collate and copy)."""
     img = np.ascontiguousarray(img)
     if img.shape[:2] != (size, size):
         img = np.array(Image.fromarray(img).resize((size, size), Image.BILINEAR))
-    t = torch.from_numpy(img).permute(2, 0, 1).float()
-    return (t - _MEAN_T) / _STD_T
+    t = torch.from_numpy(img).permute(2, 0, 1)
+    return normalize_image(t) if normalize else t
+
+
+def normalize_image(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (or float 0-255) ``[..., 3, H, W]`` -> float32 ``(x - MEAN) / STD``, on the
+    tensor's device, keeping its memory format; the same arithmetic one image or a batch."""
+    if images.dim() < 3 or images.shape[-3] != 3:
+        raise ValueError(f"normalize_image: images must be [..., 3, H, W], got {tuple(images.shape)}")
+    mean, std = _MEAN_T.to(images.device), _STD_T.to(images.device)
+    return (images.float() - mean) / std
 
 
 def _normalized(boxes, h, w):
@@ -213,13 +224,15 @@ class TrainTransform:
 
     ``transform(image uint8 [H, W, 3], target, rng) -> (image [3, size, size], target)`` with
     ``target["boxes"]`` normalized [0, 1] corners (only the kept GTs; labels and difficult
-    filtered alike). ``expand_p=0`` / ``crop=False`` / ``photometric=False`` turn parts off.
+    filtered alike). ``expand_p=0`` / ``crop=False`` / ``photometric=False`` turn parts off;
+    ``normalize=False`` returns uint8 pixels (normalize the batch with :func:`normalize_image`).
     """
 
     def __init__(self, size: int, expand_p: float = 0.5, max_expand: float = 4.0, crop: bool = True,
-                 flip_p: float = 0.5, photometric: bool = True):
+                 flip_p: float = 0.5, photometric: bool = True, normalize: bool = True):
         self.size, self.expand_p, self.max_expand = size, expand_p, max_expand
         self.crop, self.flip_p, self.photometric = crop, flip_p, photometric
+        self.normalize = normalize
 
     def __call__(self, image, target, rng):
         img = image
@@ -244,18 +257,18 @@ class TrainTransform:
         if rng.random() < self.flip_p:
             img, boxes = hflip(img, boxes)
         h, w, _ = img.shape
-        return to_tensor(img, self.size), {"boxes": _normalized(boxes, h, w), "labels": labels,
+        return to_tensor(img, self.size, self.normalize), {"boxes": _normalized(boxes, h, w), "labels": labels,
                                            "difficult": difficult}
 
 
 class TestTransform:
-    """Resize + normalize only; boxes normalized to [0, 1]."""
+    """Resize + normalize only (``normalize=False``: uint8 pixels); boxes normalized to [0, 1]."""
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, normalize: bool = True):
+        self.size, self.normalize = size, normalize
 
     def __call__(self, image, target, rng=None):
         h, w, _ = image.shape
-        return to_tensor(image, self.size), {**target, "boxes": _normalized(target["boxes"], h, w)}
+        return to_tensor(image, self.size, self.normalize), {**target, "boxes": _normalized(target["boxes"], h, w)}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..data import Augmented, TestTransform, collate
+from ..data import Augmented, TestTransform, collate, normalize_image
 from .distributed import world
 from .metrics import coco_ap, coco_ground_truth, coco_results, voc_map
 
@@ -22,14 +22,14 @@ def detect_dataset(model, dataset, batch_size: int = 32, device="cpu", workers: 
     original pixels. Returns ``(indices, detections)`` (see :mod:`.metrics`)."""
     rank, size = world()
     indices = list(range(rank, len(dataset), size))
-    data = Augmented(dataset, TestTransform(model.image_size[0]))
+    data = Augmented(dataset, TestTransform(model.image_size[0], normalize=False))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, indices), batch_size=batch_size,
                                          collate_fn=collate, num_workers=workers)
     model.eval()
     H, W = model.image_size
     out = []
     for images, target in loader:
-        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        images = normalize_image(images.to(device)).contiguous(memory_format=torch.channels_last)
         boxes, scores, labels, num = model.detect(images, **postprocess_kw)
         boxes, scores, labels, num = boxes.cpu(), scores.cpu(), labels.cpu(), num.cpu()
         for i in range(len(num)):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ssd_fast.data import Augmented, IterationBatchSampler, TestTransform, build_dataset, collate, parse_spec
+from ssd_fast.data import (Augmented, IterationBatchSampler, TestTransform, TrainTransform, build_dataset, collate,
+                           normalize_image, parse_spec)
 from ssd_fast.data.coco import COCODataset
 from ssd_fast.data.voc import VOCDataset
 
@@ -51,6 +52,23 @@ def test_collate_pads():
         g = len(ds[i][1]["labels"])
         assert (t["labels"][i, g:] == -1).all() and (t["labels"][i, :g] >= 1).all()
     assert t["orig_size"].tolist() == [[64, 64]] * 4
+
+
+@pytest.mark.parametrize("transform", [TestTransform, lambda s, normalize: TrainTransform(s, normalize=normalize)])
+def test_uint8_batches_normalize_to_the_float_path(transform):
+    """normalize=False + normalize_image on the batch == the per-image float path, bit for bit;
+    the collate stacks HWC images as a channels-last batch."""
+    src = build_dataset("synthetic:n=4,size=64")
+    floats = collate([Augmented(src, transform(48, normalize=True), seed=5)[i] for i in range(4)])[0]
+    pixels = collate([Augmented(src, transform(48, normalize=False), seed=5)[i] for i in range(4)])[0]
+    assert pixels.dtype == torch.uint8 and pixels.shape == (4, 3, 48, 48)
+    assert pixels.is_contiguous(memory_format=torch.channels_last)
+    assert floats.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(normalize_image(pixels), floats)
+    chw = collate([(x.contiguous(), t) for x, t in [Augmented(src, transform(48, True), seed=5)[0]]])[0]
+    assert chw.is_contiguous() and torch.equal(chw[0], floats[0])  # CHW images: a plain NCHW batch
+    with pytest.raises(ValueError, match=r"images must be \[\.\.\., 3, H, W\], got \(4, 48\)"):
+        normalize_image(pixels[0, 0, :4])
 
 
 def test_batch_sampler_resumes_and_shards():
