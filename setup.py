@@ -95,7 +95,9 @@ def make_extension():
     # Contraction into FMA is off so the CPU and CUDA kernels round every IoU identically.
     # The C++ standard is left to torch.utils.cpp_extension (torch >= 2.10 needs C++20).
     # -fno-trapping-math lets gcc vectorise the select-heavy IoU loop; results are unchanged.
-    cxx = opt + ["-ffp-contract=off", "-fno-trapping-math", "-fopenmp",
+    # -g0 undoes the -g of Python's CFLAGS: debug info nearly doubles the compile time of
+    # torch's headers (a fresh CPU-only build: 70 -> 40 s on 2 cores).
+    cxx = opt + ([] if debug else ["-g0"]) + ["-ffp-contract=off", "-fno-trapping-math", "-fopenmp",
                  f"-DSSD_FAST_TORCH_VERSION={torch.__version__}"]
     include_dirs = [os.path.abspath("csrc")]
     ext_kwargs = {}
