@@ -6,7 +6,8 @@ VENV     ?= .venv
 PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 TORCH    ?= torch==2.14.1 torchvision==0.29.1
-DEPS     ?= numpy ninja pybind11 pycocotools pytest pytest-benchmark hypothesis tqdm pillow
+DEPS     ?= numpy ninja pybind11 pycocotools tqdm pillow
+TEST_DEPS ?= pytest pytest-benchmark hypothesis
 SOURCES  := setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
 # one stamp per FORCE_CUDA value, so that switching it rebuilds the extension
 BUILT    := $(VENV)/.built-cuda$(FORCE_CUDA)
@@ -20,6 +21,11 @@ $(VENV)/.deps:
 	$(PY) -m pip install $(TORCH) $(DEPS)
 	touch $@
 
+# the test tools: only what test and bench need (make demo does without them)
+$(VENV)/.test-deps: $(VENV)/.deps
+	$(PY) -m pip install $(TEST_DEPS)
+	touch $@
+
 # Rebuilt whenever a kernel source or the build script changes.
 $(BUILT): $(VENV)/.deps $(SOURCES)
 	$(PY) -m pip install -v --no-build-isolation -e . 2>&1 | grep -E '^ *(\[ssd_fast setup\]|\[[0-9]+/[0-9]+\]|Successfully|error|ERROR)' ; test $${PIPESTATUS[0]} -eq 0
@@ -29,15 +35,15 @@ $(BUILT): $(VENV)/.deps $(SOURCES)
 
 build: $(BUILT)
 
-test: build
+test: build $(VENV)/.test-deps
 	$(PY) -m pytest tests -q -rfE
 
-bench: build
+bench: build $(VENV)/.test-deps
 	mkdir -p benchmarks/results
 	$(PY) -m pytest benchmarks -q --benchmark-json=$(BENCH_OUT)
 	$(PY) benchmarks/report.py $(BENCH_OUT)
 
-bench-smoke: build
+bench-smoke: build $(VENV)/.test-deps
 	$(PY) -m pytest benchmarks -q --benchmark-disable
 
 demo: build
