@@ -12,7 +12,8 @@ class Augmented:
     numbers come from ``numpy.random.default_rng([seed, epoch, index])``, so a sample is the
     same in any worker, on any rank, and after a resume.
 
-    Items: ``(image [3, S, S] float32, target)`` with ``target`` = normalized ``boxes``,
+    Items: ``(image [3, S, S], target)`` (float32, or uint8 from a transform with
+    ``normalize=False``) with ``target`` = normalized ``boxes``,
     ``labels``, ``difficult`` and ``index``, ``orig_size`` (h, w) of the source image.
     """
 

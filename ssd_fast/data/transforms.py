@@ -198,7 +198,7 @@ def to_tensor(img: np.ndarray, size: int, normalize: bool = True) -> torch.Tenso
     """Resize ``img`` (uint8 [H, W, 3]) to ``size`` x ``size`` (Pillow bilinear) and normalize
     by MEAN/STD: ``[3, size, size]`` float32. ``normalize=False``: the resized uint8 pixels as
     ``[3, size, size]`` (a view of the HWC array: stacked, a channels-last batch), for
-    :func:`normalize` to convert a whole batch at once (4x less to collate and copy)."""
+    :func:`normalize_image` to convert a whole batch at once (4x less to collate and copy)."""
     img = np.ascontiguousarray(img)
     if img.shape[:2] != (size, size):
         img = np.array(Image.fromarray(img).resize((size, size), Image.BILINEAR))
@@ -257,8 +257,8 @@ class TrainTransform:
         if rng.random() < self.flip_p:
             img, boxes = hflip(img, boxes)
         h, w, _ = img.shape
-        return to_tensor(img, self.size, self.normalize), {"boxes": _normalized(boxes, h, w), "labels": labels,
-                                           "difficult": difficult}
+        target = {"boxes": _normalized(boxes, h, w), "labels": labels, "difficult": difficult}
+        return to_tensor(img, self.size, self.normalize), target
 
 
 class TestTransform:
@@ -271,4 +271,5 @@ class TestTransform:
 
     def __call__(self, image, target, rng=None):
         h, w, _ = image.shape
-        return to_tensor(image, self.size, self.normalize), {**target, "boxes": _normalized(target["boxes"], h, w)}
+        boxes = _normalized(target["boxes"], h, w)
+        return to_tensor(image, self.size, self.normalize), {**target, "boxes": boxes}

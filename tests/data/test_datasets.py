@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ssd_fast.data import (Augmented, IterationBatchSampler, TestTransform, TrainTransform, build_dataset, collate,
-                           normalize_image, parse_spec)
+from ssd_fast.data import (Augmented, IterationBatchSampler, TestTransform, TrainTransform, build_dataset,
+                           collate, normalize_image, parse_spec)
 from ssd_fast.data.coco import COCODataset
 from ssd_fast.data.voc import VOCDataset
 
@@ -54,7 +54,8 @@ def test_collate_pads():
     assert t["orig_size"].tolist() == [[64, 64]] * 4
 
 
-@pytest.mark.parametrize("transform", [TestTransform, lambda s, normalize: TrainTransform(s, normalize=normalize)])
+@pytest.mark.parametrize("transform", [TestTransform, lambda s, normalize: TrainTransform(s, normalize=normalize)],
+                         ids=["test", "train"])
 def test_uint8_batches_normalize_to_the_float_path(transform):
     """normalize=False + normalize_image on the batch == the per-image float path, bit for bit;
     the collate stacks HWC images as a channels-last batch."""
