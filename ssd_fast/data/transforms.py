@@ -66,6 +66,12 @@ def _expand_geometry(h: int, w: int, rng: np.random.Generator, max_ratio: float)
     return H, W, left, top
 
 
+def _on_canvas(boxes: np.ndarray, canvas: Tuple[int, int, int, int]) -> np.ndarray:
+    """Pixel boxes moved with the image onto ``canvas`` (:func:`_expand_geometry`)."""
+    _, _, left, top = canvas
+    return boxes + np.array([left, top, left, top], np.float32)
+
+
 def _canvas_region(img: np.ndarray, canvas: Optional[Tuple[int, int, int, int]], region,
                    fill: Sequence[float] = MEAN) -> np.ndarray:
     """Pixels ``region`` ``[x1, y1, x2, y2]`` of ``img`` placed on ``canvas`` (``(H, W, left,
@@ -89,9 +95,8 @@ def expand(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, max_rat
     """Zoom out: put the image at a random place on a canvas ``ratio`` in [1, max_ratio] times
     larger, filled with ``fill`` (the mean). Always applies; the caller draws p=0.5."""
     h, w, _ = img.shape
-    H, W, left, top = canvas = _expand_geometry(h, w, rng, max_ratio)
-    return (_canvas_region(img, canvas, (0, 0, W, H), fill),
-            boxes + np.array([left, top, left, top], np.float32))
+    H, W, _, _ = canvas = _expand_geometry(h, w, rng, max_ratio)
+    return _canvas_region(img, canvas, (0, 0, W, H), fill), _on_canvas(boxes, canvas)
 
 
 def _iou(boxes, patches):
@@ -244,7 +249,7 @@ class TrainTransform:
         canvas = None
         if rng.random() < self.expand_p:
             canvas = _expand_geometry(img.shape[0], img.shape[1], rng, self.max_expand)
-            boxes = boxes + np.array([canvas[2], canvas[3], canvas[2], canvas[3]], np.float32)
+            boxes = _on_canvas(boxes, canvas)
         H, W = canvas[:2] if canvas else img.shape[:2]
         region = (0, 0, W, H)
         if self.crop and len(boxes):

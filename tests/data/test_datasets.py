@@ -66,7 +66,8 @@ def test_uint8_batches_normalize_to_the_float_path(transform):
     assert pixels.is_contiguous(memory_format=torch.channels_last)
     assert floats.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(normalize_image(pixels), floats)
-    chw = collate([(x.contiguous(), t) for x, t in [Augmented(src, transform(48, True), seed=5)[0]]])[0]
+    x, t = Augmented(src, transform(48, normalize=True), seed=5)[0]
+    chw = collate([(x.contiguous(), t)])[0]
     assert chw.is_contiguous() and torch.equal(chw[0], floats[0])  # CHW images: a plain NCHW batch
     with pytest.raises(ValueError, match=r"images must be \[\.\.\., 3, H, W\], got \(4, 48\)"):
         normalize_image(pixels[0, 0, :4])
