@@ -23,21 +23,22 @@ SSD_HD int64_t num_negatives(int64_t num_pos, int64_t num_eligible, double neg_p
 }
 
 // Order-preserving unsigned keys of losses: a larger loss gives a larger key; every NaN gives
-// the largest key (NaN losses rank first, as in a descending torch.sort). -0.0 == +0.0.
+// the largest key (NaN losses rank first, as in a descending torch.sort). -0.0 == +0.0. No key
+// is 0. Branch free (selects), so that the CPU loops computing keys vectorise.
 SSD_HD uint32_t loss_key(float x) {
-  if (x != x) return 0xFFFFFFFFu;
-  if (x == 0.0f) x = 0.0f;
+  const float z = x == 0.0f ? 0.0f : x;
   uint32_t u;
-  memcpy(&u, &x, sizeof(u));
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  memcpy(&u, &z, sizeof(u));
+  const uint32_t k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return x != x ? 0xFFFFFFFFu : k;
 }
 
 SSD_HD uint64_t loss_key(double x) {
-  if (x != x) return 0xFFFFFFFFFFFFFFFFull;
-  if (x == 0.0) x = 0.0;
+  const double z = x == 0.0 ? 0.0 : x;
   uint64_t u;
-  memcpy(&u, &x, sizeof(u));
-  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+  memcpy(&u, &z, sizeof(u));
+  const uint64_t k = (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+  return x != x ? 0xFFFFFFFFFFFFFFFFull : k;
 }
 
 }  // namespace ssd_fast

@@ -167,6 +167,39 @@ def test_ssd300_batch_matches_reference(device, gen, ratio):
         check_mining(mask, loss, labels, ratio, matched_iou, 0.5)
 
 
+def _layout_losses(gen, B, P, layout):
+    """Losses laid out to stress the selection's lower bound from group maxima (the CPU kernel
+    takes the k-th largest maximum of groups of consecutive rows of 16 losses)."""
+    if layout == "random":
+        return torch.rand(B, P, generator=gen, dtype=torch.float64) * 5
+    if layout == "ascending":  # every top loss in the last groups
+        return torch.linspace(0, 5, P, dtype=torch.float64).repeat(B, 1)
+    if layout == "descending":
+        return torch.linspace(5, 0, P, dtype=torch.float64).repeat(B, 1)
+    if layout == "one_block":  # the top losses in one run of priors, the rest equal
+        loss = torch.ones(B, P, dtype=torch.float64)
+        loss[:, P // 3:P // 3 + 600] = torch.rand(B, 600, generator=gen, dtype=torch.float64) + 2
+        return loss
+    if layout == "two_levels":  # k falls inside a huge tie
+        return (torch.rand(B, P, generator=gen) < 0.002).double() + 1
+    raise ValueError(layout)
+
+
+@pytest.mark.parametrize("layout", ["random", "ascending", "descending", "one_block", "two_levels"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=dtype_id)
+@pytest.mark.parametrize("P", [1000, 8732, 24571])
+def test_many_priors_few_positives_match_reference(device, gen, layout, dtype, P):
+    """Few positives among many priors (k << P): the regime of SSD, where the CPU kernel
+    bounds the k-th largest loss from group maxima before selecting."""
+    B = 3
+    loss = _layout_losses(gen, B, P, layout).to(dtype)
+    labels = random_labels(gen, B, P, pos_prob=0.004)
+    labels[0, :5] = 1  # at least a few positives in the first image
+    for ratio in (3.0, 0.29, 50.0):
+        mask = run_mining(device, loss, labels, ratio)
+        check_mining(mask, loss, labels, ratio)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_non_finite_and_signed_losses_match_reference(device, gen, dtype):
     B, P = 6, 700

@@ -2,13 +2,14 @@
 // multibox_loss kernels: per image, positives OR the k eligible negatives of highest loss,
 // k = min(floor(num_pos * ratio), num_eligible), ties to the lower prior index. Selection, not
 // sorting: O(P) per image.
+//
+// Each loss becomes an order-preserving unsigned key (loss_key); a prior that is not an
+// eligible negative gets key 0, which no loss has, so one array of P keys carries both.
 #pragma once
 
 #include <ATen/Parallel.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <functional>
 #include <type_traits>
 #include <vector>
 
@@ -27,63 +28,74 @@ mining_key_t<scalar_t> mining_key(scalar_t x) {
   else return loss_key(static_cast<float>(x));
 }
 
+// The k largest of an image's keys: the k-th largest key (> 0) and how many keys equal to it
+// are left out (the last ones in prior order: ties go to the lower index).
+template <typename K>
+struct TopK {
+  K threshold;
+  int64_t drop_equal;
+};
+
+// Scratch of select_top, reused between images (per thread).
+template <typename K>
+struct TopScratch {
+  std::vector<K> groups, cand;
+};
+
+// keys[p] = labels[p] == 0 ? loss_key(loss[p]) : 0 (every negative eligible), and the counts.
+void make_keys(const float* loss, const int64_t* labels, int64_t n, uint32_t* keys,
+               int64_t* num_pos, int64_t* num_eligible);
+void make_keys(const double* loss, const int64_t* labels, int64_t n, uint64_t* keys,
+               int64_t* num_pos, int64_t* num_eligible);
+
+// keys [n], 0 = not eligible; 1 <= k <= the number of keys > 0.
+TopK<uint32_t> select_top(const uint32_t* keys, int64_t n, int64_t k, TopScratch<uint32_t>& s);
+TopK<uint64_t> select_top(const uint64_t* keys, int64_t n, int64_t k, TopScratch<uint64_t>& s);
+
+// mask[p] = labels[p] > 0 || keys[p] is among the top k (t from select_top).
+void mark_top(const int64_t* labels, const uint32_t* keys, int64_t n, TopK<uint32_t> t, bool* mask);
+void mark_top(const int64_t* labels, const uint64_t* keys, int64_t n, TopK<uint64_t> t, bool* mask);
+
+// One image, keys written: its mask from the number of positives and of eligible negatives.
+template <typename K>
+void mine_image(const int64_t* labels, const K* keys, int64_t n, int64_t num_pos,
+                int64_t num_eligible, double ratio, TopScratch<K>& s, bool* mask) {
+  const int64_t k = num_negatives(num_pos, num_eligible, ratio);
+  if (k > 0) {
+    mark_top(labels, keys, n, select_top(keys, n, k, s), mask);
+  } else {
+    for (int64_t p = 0; p < n; ++p) mask[p] = labels[p] > 0;
+  }
+}
+
 // mask [B, P] of the losses [B, P] and labels [B, P]. Eligible negatives: labels == 0, and
 // miou[p] < neg_overlap when miou is given (compared in miou's dtype, as PyTorch compares a
-// tensor with a Python float). Per image, the k-th largest eligible key T: a histogram of the
-// keys' top kDigitBits bits finds the bin holding it, std::nth_element among that bin's keys
-// (a small fraction of the row) finds T; a pass in prior order then takes every key > T and the
-// first (k - #keys > T) keys == T. Parallel over images.
+// tensor with a Python float). Parallel over images.
 template <typename scalar_t, typename iou_t>
 void mine_rows(const scalar_t* loss, const int64_t* labels, const iou_t* miou, double ratio,
                double neg_overlap, int64_t B, int64_t P, bool* mask) {
   using K = mining_key_t<scalar_t>;
-  constexpr int kDigitBits = 11;  // 2048 bins: 8 KB of counts, in L1
-  constexpr int kShift = 8 * sizeof(K) - kDigitBits;
   const iou_t overlap = static_cast<iou_t>(neg_overlap);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<K> keys(P), bin_keys(P);
-    std::vector<int32_t> hist(1 << kDigitBits);
+    std::vector<K> keys(P);
+    TopScratch<K> scratch;
     for (int64_t b = begin; b < end; ++b) {
       const scalar_t* l = loss + b * P;
       const int64_t* lab = labels + b * P;
       const iou_t* iou = miou ? miou + b * P : nullptr;
-      auto eligible = [&](int64_t p) {
-        return lab[p] == 0 && (iou == nullptr || iou[p] < overlap);
-      };
-      bool* m = mask + b * P;
-      int64_t num_pos = 0, num_keys = 0;
-      K* key_out = keys.data();
-      for (int64_t p = 0; p < P; ++p) {  // branch free: every key is written, the eligible kept
-        m[p] = lab[p] > 0;
-        num_pos += m[p];
-        key_out[num_keys] = mining_key(l[p]);
-        num_keys += eligible(p);
+      int64_t num_pos = 0, num_eligible = 0;
+      if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+        if (iou == nullptr) make_keys(l, lab, P, keys.data(), &num_pos, &num_eligible);
       }
-      const int64_t k = num_negatives(num_pos, num_keys, ratio);
-      if (k <= 0) continue;
-      std::fill(hist.begin(), hist.end(), 0);
-      for (int64_t i = 0; i < num_keys; ++i) ++hist[key_out[i] >> kShift];
-      int64_t above = 0;  // keys in the bins above bin d
-      K d = hist.size() - 1;
-      for (; above + hist[d] < k; --d) above += hist[d];  // stops: k <= #keys
-      K* in_bin = bin_keys.data();
-      int64_t num_in_bin = 0;
-      for (int64_t i = 0; i < num_keys; ++i) {  // branch free, as above
-        in_bin[num_in_bin] = key_out[i];
-        num_in_bin += (key_out[i] >> kShift) == d;
+      if (iou != nullptr || !(std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>)) {
+        for (int64_t p = 0; p < P; ++p) {
+          const bool eligible = lab[p] == 0 && (iou == nullptr || iou[p] < overlap);
+          keys[p] = eligible ? mining_key(l[p]) : K(0);
+          num_pos += lab[p] > 0;
+          num_eligible += eligible;
+        }
       }
-      const int64_t need = k - above;  // the need largest keys of bin d are taken
-      std::nth_element(in_bin, in_bin + (need - 1), in_bin + num_in_bin, std::greater<K>());
-      const K threshold = in_bin[need - 1];
-      for (int64_t i = 0; i < num_in_bin; ++i) above += in_bin[i] > threshold;
-      int64_t ties = k - above;  // keys == threshold to take, lowest prior index first
-      for (int64_t p = 0; p < P; ++p) {
-        if (!eligible(p)) continue;
-        const K key = mining_key(l[p]);
-        const bool tie = key == threshold && ties > 0;
-        ties -= tie;
-        m[p] = m[p] || key > threshold || tie;
-      }
+      mine_image(lab, keys.data(), P, num_pos, num_eligible, ratio, scratch, mask + b * P);
     }
   });
 }

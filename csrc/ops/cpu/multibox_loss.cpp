@@ -4,10 +4,10 @@
 // Forward: (1) by tiles of kTilePriors priors, in parallel: the tile's logits class-major in
 // an L1 buffer, a vectorised logsumexp (exp_nonpos/log_det, ops/float_math.h), the background
 // cross-entropy of every prior into bg_ce [B, P], and the positives' smooth L1 and
-// cross-entropy summed per tile; (2) hard negative mining on bg_ce (cpu::mine_rows, the
-// hard_negative_mining selection); (3) the mined negatives' bg_ce summed per image. Partial
-// sums are in double, per tile and per image, added in a fixed order: the result does not
-// depend on the thread count.
+// cross-entropy summed per tile; (2) per image, in parallel: hard negative mining on bg_ce
+// (the hard_negative_mining selection of ops/cpu/mining.h), then the mined negatives' bg_ce
+// summed. Partial sums are in double, per tile and per image, added in a fixed order: the
+// result does not depend on the thread count.
 // Backward: per chunk of priors, rows outside the mask are zero; the masked rows (a few percent
 // of the priors) are gathered kTilePriors at a time into a tile and get their softmax there.
 #include <ATen/ATen.h>
@@ -18,6 +18,7 @@
 #include <array>
 #include <vector>
 
+#include "ops/cpu/clones.h"
 #include "ops/cpu/mining.h"
 #include "ops/cpu/softmax_tile.h"
 #include "ops/loss_checks.h"
@@ -69,6 +70,39 @@ std::vector<TileSums> tile_pass(const T* loc, const T* conf, const T* loc_t, con
   return sums;
 }
 
+// Sum of loss[p] over the selected negatives (mask[p] && labels[p] == 0), in double: kSumLanes
+// running sums over p mod kSumLanes, added in a fixed order, so every build and clone gives
+// the same bits.
+constexpr int64_t kSumLanes = 8;
+
+template <typename T>
+SSD_FAST_INLINE double mined_negatives_sum_impl(const T* __restrict loss,
+                                                const int64_t* __restrict labels,
+                                                const bool* __restrict mask, int64_t n) {
+  double acc[kSumLanes] = {};
+  const int64_t body = n - n % kSumLanes;
+  for (int64_t p0 = 0; p0 < body; p0 += kSumLanes) {
+#pragma omp simd
+    for (int64_t l = 0; l < kSumLanes; ++l) {
+      const int64_t p = p0 + l;
+      acc[l] += mask[p] && labels[p] == 0 ? static_cast<double>(loss[p]) : 0.0;
+    }
+  }
+  for (int64_t p = body; p < n; ++p) {
+    acc[p - body] += mask[p] && labels[p] == 0 ? static_cast<double>(loss[p]) : 0.0;
+  }
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+SSD_FAST_CLONES double mined_negatives_sum(const float* loss, const int64_t* labels,
+                                           const bool* mask, int64_t n) {
+  return mined_negatives_sum_impl(loss, labels, mask, n);
+}
+SSD_FAST_CLONES double mined_negatives_sum(const double* loss, const int64_t* labels,
+                                           const bool* mask, int64_t n) {
+  return mined_negatives_sum_impl(loss, labels, mask, n);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> multibox_loss_cpu(
     const at::Tensor& loc, const at::Tensor& conf_logits, const at::Tensor& loc_targets,
     const at::Tensor& labels, double neg_pos_ratio) {
@@ -97,13 +131,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> multibox_loss_cpu(
     TORCH_CHECK_VALUE(bad_label < 0, "multibox_loss: labels must be < C = ", C,
                       " (the classes of conf_logits), got ", bad_label);
     bool* mp = mask.data_ptr<bool>();
-    cpu::mine_rows<scalar_t, scalar_t>(bg, lp, nullptr, neg_pos_ratio, 0.0, B, P, mp);
+    using K = cpu::mining_key_t<scalar_t>;
     std::vector<double> neg(B, 0.0);  // per image: the mined negatives' cross-entropy
     at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<K> keys(P);
+      cpu::TopScratch<K> scratch;
       for (int64_t b = lo; b < hi; ++b) {
-        double s = 0;
-        for (int64_t p = b * P; p < (b + 1) * P; ++p) s += mp[p] && lp[p] == 0 ? bg[p] : 0;
-        neg[b] = s;
+        int64_t num_pos, num_eligible;
+        cpu::make_keys(bg + b * P, lp + b * P, P, keys.data(), &num_pos, &num_eligible);
+        cpu::mine_image(lp + b * P, keys.data(), P, num_pos, num_eligible, neg_pos_ratio, scratch,
+                        mp + b * P);
+        neg[b] = mined_negatives_sum(bg + b * P, lp + b * P, mp + b * P, P);
       }
     });
     for (double s : neg) conf_sum += s;
