@@ -49,13 +49,23 @@ SSD_HD T from_bits(skey_t<T> u) {
   return x;
 }
 
+// a * b + c rounded once (IEEE fused multiply-add). Both devices round it identically: the
+// CPU loops that use it are compiled for x86-64-v3/v4 (FMA instructions; the baseline clone
+// calls libm's fmaf, slower but the same bits), CUDA has FFMA. Elsewhere no multiply-add is
+// fused (-ffp-contract=off, --fmad=false), so every other rounding matches too.
+template <typename T>
+SSD_HD T fma_(T a, T b, T c) {
+  if constexpr (std::is_same_v<T, float>) return fmaf(a, b, c);
+  else return fma(a, b, c);
+}
+
 // exp(x) for softmaxes (ssd_postprocess, multibox_loss), written out so that the CPU (vectorised) and
 // the GPU compute the very same bits: x = n * ln2 + r with |r| <= ln2 / 2 (Cody-Waite split
 // of ln2, so n * ln2_hi is exact), exp(r) by its Taylor polynomial (degree 7 for float, 13
 // for double: truncation below 0.1 ulp), then two exact power-of-two scalings, so that
-// results down to the subnormals are rounded once. Within 2 ulp of exp; overflows to +inf,
-// underflows to 0, NaN stays NaN. Needs IEEE arithmetic without FMA contraction (the build
-// passes -ffp-contract=off and --fmad=false). No branches, so the CPU loop vectorises.
+// results down to the subnormals are rounded once. The reduction's second step and the
+// polynomial are fused multiply-adds (fma_). Within 2 ulp of exp; overflows to +inf,
+// underflows to 0, NaN stays NaN. No branches, so the CPU loop vectorises.
 template <typename T> struct ExpConsts;
 template <> struct ExpConsts<float> {
   static constexpr float kLog2e = 1.44269504088896341f;
@@ -103,7 +113,7 @@ SSD_HD T exp_reduced(T r) {
   using C = ExpConsts<T>;
   T p = T(inv_factorial(C::kDegree));
 SSD_UNROLL
-  for (int k = C::kDegree - 1; k >= 0; --k) p = p * r + T(inv_factorial(k));
+  for (int k = C::kDegree - 1; k >= 0; --k) p = fma_(p, r, T(inv_factorial(k)));
   return p;
 }
 
@@ -114,9 +124,9 @@ SSD_HD T exp_det(T x) {
   T xc = x < C::kMin ? C::kMin : x;
   xc = xc > C::kMax ? C::kMax : xc;
   xc = nan ? T(0) : xc;
-  const T t = xc * C::kLog2e + C::kRound;  // round(x / ln2) + kRound, |n| <= 1076
+  const T t = fma_(xc, C::kLog2e, C::kRound);  // round(x / ln2) + kRound, |n| <= 1076
   const T nf = t - C::kRound;
-  const T r = (xc - nf * C::kLn2Hi) - nf * C::kLn2Lo;
+  const T r = fma_(-nf, C::kLn2Lo, xc - nf * C::kLn2Hi);  // nf * kLn2Hi and the - exact
   const T p = exp_reduced(r);
   const T t1 = nf * T(0.5) + C::kRound;  // n1 = round(n / 2), n2 = n - n1: 2^n1, 2^n2 normal
   const T t2 = (nf - (t1 - C::kRound)) + C::kRound;
@@ -133,9 +143,9 @@ SSD_HD T exp_nonpos(T x) {
   using C = ExpConsts<T>;
   const bool tiny = x < C::kMinNormal;
   const T xc = tiny ? C::kMinNormal : x;
-  const T t = xc * C::kLog2e + C::kRound;  // round(x / ln2) + kRound, 2^n normal
+  const T t = fma_(xc, C::kLog2e, C::kRound);  // round(x / ln2) + kRound, 2^n normal
   const T nf = t - C::kRound;
-  const T r = (xc - nf * C::kLn2Hi) - nf * C::kLn2Lo;
+  const T r = fma_(-nf, C::kLn2Lo, xc - nf * C::kLn2Hi);
   const T y = exp_reduced(r) * pow2_from_rounded(t);
   return tiny ? T(0) : y;
 }
@@ -163,10 +173,10 @@ SSD_HD T log_det(T x) {
   const T z2 = z * z;
   T q = T(1.0 / (2 * kTerms + 1));
 SSD_UNROLL
-  for (int k = kTerms - 1; k >= 1; --k) q = q * z2 + T(1.0 / (2 * k + 1));
+  for (int k = kTerms - 1; k >= 1; --k) q = fma_(q, z2, T(1.0 / (2 * k + 1)));
   const T two_z = z + z;
-  const T log_m = two_z + two_z * (z2 * q);
-  const T y = e * C::kLn2Hi + (e * C::kLn2Lo + log_m);
+  const T log_m = fma_(two_z, z2 * q, two_z);
+  const T y = e * C::kLn2Hi + fma_(e, C::kLn2Lo, log_m);
   return x != x ? x : y;
 }
 
