@@ -123,7 +123,108 @@ inline T best_free_row_impl(const T a[4], SoaView<T> b, const T* chunks, int64_t
   return best;
 }
 
+template <typename T>
+SSD_FAST_INLINE void boxes_to_soa_impl(const T* __restrict boxes, int64_t n, T* __restrict out) {
+  T* __restrict x1 = out;
+  T* __restrict y1 = out + n;
+  T* __restrict x2 = out + 2 * n;
+  T* __restrict y2 = out + 3 * n;
+  T* __restrict area = out + 4 * n;
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) {
+    const T a = boxes[4 * k], b = boxes[4 * k + 1], c = boxes[4 * k + 2], d = boxes[4 * k + 3];
+    x1[k] = a;
+    y1[k] = b;
+    x2[k] = c;
+    y2[k] = d;
+    area[k] = box_area(a, b, c, d);
+  }
+}
+
+// Per chunk the min of x1/y1 and the max of x2/y2 (exact: min/max of ordered values), or
+// infinite bounds where a coordinate is NaN. Vertical min/max over rows of kBoundLanes boxes,
+// then across the lanes.
+constexpr int64_t kBoundLanes = 8;
+static_assert(kChunk % kBoundLanes == 0);
+
+template <typename T>
+SSD_FAST_INLINE void chunk_bounds_impl(SoaView<T> b, int64_t n, T* __restrict out) {
+  const T* __restrict x1 = b.x1;
+  const T* __restrict y1 = b.y1;
+  const T* __restrict x2 = b.x2;
+  const T* __restrict y2 = b.y2;
+  const T inf = std::numeric_limits<T>::infinity();
+  for (int64_t c = 0; c * kChunk < n; ++c) {
+    const int64_t j0 = c * kChunk, j1 = std::min(n, j0 + kChunk);
+    T lo_x[kBoundLanes], lo_y[kBoundLanes], hi_x[kBoundLanes], hi_y[kBoundLanes];
+    int nan[kBoundLanes];
+    for (int64_t l = 0; l < kBoundLanes; ++l) {
+      lo_x[l] = lo_y[l] = inf;
+      hi_x[l] = hi_y[l] = -inf;
+      nan[l] = 0;
+    }
+    int64_t j = j0;
+    for (; j + kBoundLanes <= j1; j += kBoundLanes) {
+#pragma omp simd
+      for (int64_t l = 0; l < kBoundLanes; ++l) {
+        const T a = x1[j + l], b1 = y1[j + l], a2 = x2[j + l], b2 = y2[j + l];
+        nan[l] |= (a != a) | (b1 != b1) | (a2 != a2) | (b2 != b2);
+        lo_x[l] = min_(lo_x[l], a);
+        lo_y[l] = min_(lo_y[l], b1);
+        hi_x[l] = max_(hi_x[l], a2);
+        hi_y[l] = max_(hi_y[l], b2);
+      }
+    }
+    for (int64_t l = 0; j + l < j1; ++l) {  // the last, partial chunk
+      const T a = x1[j + l], b1 = y1[j + l], a2 = x2[j + l], b2 = y2[j + l];
+      nan[l] |= (a != a) | (b1 != b1) | (a2 != a2) | (b2 != b2);
+      lo_x[l] = min_(lo_x[l], a);
+      lo_y[l] = min_(lo_y[l], b1);
+      hi_x[l] = max_(hi_x[l], a2);
+      hi_y[l] = max_(hi_y[l], b2);
+    }
+    for (int64_t l = 1; l < kBoundLanes; ++l) {
+      nan[0] |= nan[l];
+      lo_x[0] = min_(lo_x[0], lo_x[l]);
+      lo_y[0] = min_(lo_y[0], lo_y[l]);
+      hi_x[0] = max_(hi_x[0], hi_x[l]);
+      hi_y[0] = max_(hi_y[0], hi_y[l]);
+    }
+    out[4 * c + 0] = nan[0] ? -inf : lo_x[0];
+    out[4 * c + 1] = nan[0] ? -inf : lo_y[0];
+    out[4 * c + 2] = nan[0] ? inf : hi_x[0];
+    out[4 * c + 3] = nan[0] ? inf : hi_y[0];
+  }
+}
+
+template <typename T>
+std::vector<T> chunk_bounds_of(SoaView<T> b, int64_t n,
+                               void (*fn)(SoaView<T>, int64_t, T*)) {
+  std::vector<T> out(4 * ((n + kChunk - 1) / kChunk));
+  fn(b, n, out.data());
+  return out;
+}
+
 }  // namespace
+
+SSD_FAST_CLONES void boxes_to_soa(const float* boxes, int64_t n, float* out) {
+  boxes_to_soa_impl(boxes, n, out);
+}
+SSD_FAST_CLONES void boxes_to_soa(const double* boxes, int64_t n, double* out) {
+  boxes_to_soa_impl(boxes, n, out);
+}
+SSD_FAST_CLONES static void chunk_bounds_f(SoaView<float> b, int64_t n, float* out) {
+  chunk_bounds_impl(b, n, out);
+}
+SSD_FAST_CLONES static void chunk_bounds_d(SoaView<double> b, int64_t n, double* out) {
+  chunk_bounds_impl(b, n, out);
+}
+std::vector<float> chunk_bounds(SoaView<float> b, int64_t n) {
+  return chunk_bounds_of(b, n, chunk_bounds_f);
+}
+std::vector<double> chunk_bounds(SoaView<double> b, int64_t n) {
+  return chunk_bounds_of(b, n, chunk_bounds_d);
+}
 
 SSD_FAST_CLONES void iou_row(const float a[4], SoaView<float> b, int64_t m, float* out) {
   iou_row_impl(a, b, m, out);

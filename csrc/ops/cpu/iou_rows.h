@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "ops/box_math.h"
@@ -18,12 +20,20 @@ struct SoaView {  // n boxes: x1[i], y1[i], x2[i], y2[i], area[i]
   SoaView offset(int64_t k) const { return {x1 + k, y1 + k, x2 + k, y2 + k, area + k}; }
 };
 
+// out[q * n + k] = boxes[4 * k + q] for q < 4, out[4 * n + k] = the area of box k (vectorised).
+void boxes_to_soa(const float* boxes, int64_t n, float* out);
+void boxes_to_soa(const double* boxes, int64_t n, double* out);
+
 // Boxes [n, 4] (any floating type S) converted to the compute type T, as structure of arrays.
 template <typename T>
 class SoaBoxes {
  public:
   template <typename S>
-  SoaBoxes(const S* boxes, int64_t n) : n_(n), buf_(5 * n) {
+  SoaBoxes(const S* boxes, int64_t n) : n_(n), buf_(new T[5 * n]) {
+    if constexpr (std::is_same_v<S, T>) {
+      boxes_to_soa(boxes, n, buf_.get());
+      return;
+    }
     for (int64_t k = 0; k < n; ++k) {
       T c[4];
       for (int q = 0; q < 4; ++q) c[q] = static_cast<T>(boxes[4 * k + q]);
@@ -32,13 +42,13 @@ class SoaBoxes {
     }
   }
   SoaView<T> view() const {
-    const T* b = buf_.data();
+    const T* b = buf_.get();
     return {b, b + n_, b + 2 * n_, b + 3 * n_, b + 4 * n_};
   }
 
  private:
   int64_t n_;
-  std::vector<T> buf_;
+  std::unique_ptr<T[]> buf_;  // not zeroed: every element is written
 };
 
 // out[j] = IoU(a, b[j]) for j < m. a = (x1, y1, x2, y2).
@@ -52,30 +62,8 @@ void iou_row(const double a[4], SoaView<double> b, int64_t m, double* out);
 // come in grid order, so a chunk covers a small area and most GTs skip most chunks.
 constexpr int64_t kChunk = 64;
 
-template <typename T>
-std::vector<T> chunk_bounds(SoaView<T> b, int64_t n) {
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<T> out(4 * chunks);
-  for (int64_t c = 0; c < chunks; ++c) {
-    T lo_x = b.x1[c * kChunk], lo_y = b.y1[c * kChunk], hi_x = b.x2[c * kChunk],
-      hi_y = b.y2[c * kChunk];
-    bool nan = false;
-    for (int64_t j = c * kChunk; j < std::min(n, (c + 1) * kChunk); ++j) {
-      nan = nan || b.x1[j] != b.x1[j] || b.y1[j] != b.y1[j] || b.x2[j] != b.x2[j] ||
-            b.y2[j] != b.y2[j];
-      lo_x = min_(lo_x, b.x1[j]);
-      lo_y = min_(lo_y, b.y1[j]);
-      hi_x = max_(hi_x, b.x2[j]);
-      hi_y = max_(hi_y, b.y2[j]);
-    }
-    const T inf = std::numeric_limits<T>::infinity();
-    out[4 * c + 0] = nan ? -inf : lo_x;
-    out[4 * c + 1] = nan ? -inf : lo_y;
-    out[4 * c + 2] = nan ? inf : hi_x;
-    out[4 * c + 3] = nan ? inf : hi_y;
-  }
-  return out;
-}
+std::vector<float> chunk_bounds(SoaView<float> b, int64_t n);
+std::vector<double> chunk_bounds(SoaView<double> b, int64_t n);
 
 // One GT a against the m priors b (chunk bounds from chunk_bounds): where IoU(a, b[j]) >
 // best_iou[j], best_iou[j] and best_idx[j] = idx (strictly greater: ties keep the earlier
