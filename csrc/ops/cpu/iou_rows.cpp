@@ -163,26 +163,20 @@ SSD_FAST_INLINE void chunk_bounds_impl(SoaView<T> b, int64_t n, T* __restrict ou
       hi_x[l] = hi_y[l] = -inf;
       nan[l] = 0;
     }
-    int64_t j = j0;
-    for (; j + kBoundLanes <= j1; j += kBoundLanes) {
-#pragma omp simd
-      for (int64_t l = 0; l < kBoundLanes; ++l) {
-        const T a = x1[j + l], b1 = y1[j + l], a2 = x2[j + l], b2 = y2[j + l];
-        nan[l] |= (a != a) | (b1 != b1) | (a2 != a2) | (b2 != b2);
-        lo_x[l] = min_(lo_x[l], a);
-        lo_y[l] = min_(lo_y[l], b1);
-        hi_x[l] = max_(hi_x[l], a2);
-        hi_y[l] = max_(hi_y[l], b2);
-      }
-    }
-    for (int64_t l = 0; j + l < j1; ++l) {  // the last, partial chunk
-      const T a = x1[j + l], b1 = y1[j + l], a2 = x2[j + l], b2 = y2[j + l];
+    auto take = [&](int64_t l, int64_t j) {
+      const T a = x1[j], b1 = y1[j], a2 = x2[j], b2 = y2[j];
       nan[l] |= (a != a) | (b1 != b1) | (a2 != a2) | (b2 != b2);
       lo_x[l] = min_(lo_x[l], a);
       lo_y[l] = min_(lo_y[l], b1);
       hi_x[l] = max_(hi_x[l], a2);
       hi_y[l] = max_(hi_y[l], b2);
+    };
+    int64_t j = j0;
+    for (; j + kBoundLanes <= j1; j += kBoundLanes) {
+#pragma omp simd
+      for (int64_t l = 0; l < kBoundLanes; ++l) take(l, j + l);
     }
+    for (int64_t l = 0; j + l < j1; ++l) take(l, j + l);  // the last, partial chunk
     for (int64_t l = 1; l < kBoundLanes; ++l) {
       nan[0] |= nan[l];
       lo_x[0] = min_(lo_x[0], lo_x[l]);
