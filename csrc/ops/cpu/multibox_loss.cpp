@@ -42,12 +42,11 @@ std::vector<TileSums> tile_pass(const T* loc, const T* conf, const T* loc_t, con
   std::vector<TileSums> sums((n_prior + kTilePriors - 1) / kTilePriors);
   at::parallel_for(0, static_cast<int64_t>(sums.size()), 8, [&](int64_t lo, int64_t hi) {
     std::vector<T> buf(c_n * kTilePriors);
-    std::array<const T*, kTilePriors> rows;
     std::array<T, kTilePriors> m, log_sum;
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t p0 = t * kTilePriors, n = std::min(kTilePriors, n_prior - p0);
-      for (int64_t j = 0; j < n; ++j) rows[j] = conf + (p0 + j) * c_n;
-      cpu::load_tile(rows.data(), n, c_n, buf.data());
+      const T* rows = conf + p0 * c_n;
+      cpu::load_tile(rows, n, c_n, buf.data());
       cpu::log_sum_exp_tile(buf.data(), m.data(), log_sum.data(), c_n, n);
       T* __restrict bg = bg_ce + p0;
 #pragma omp simd
@@ -60,7 +59,7 @@ std::vector<TileSums> tile_pass(const T* loc, const T* conf, const T* loc_t, con
           s.bad_label = label;
           continue;
         }
-        s.conf += cross_entropy(m[j], rows[j][label], log_sum[j]);
+        s.conf += cross_entropy(m[j], rows[j * c_n + label], log_sum[j]);
         for (int q = 0; q < 4; ++q) s.loc += smooth_l1(loc[4 * p + q] - loc_t[4 * p + q]);
         ++s.num_pos;
       }

@@ -4,6 +4,13 @@
 // too: without FMA contraction every copy rounds identically.
 #include "ops/cpu/softmax_tile.h"
 
+#include <array>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define SSD_FAST_X86_INTRINSICS 1
+#endif
+
 #include "ops/box_math.h"
 #include "ops/cpu/clones.h"
 #include "ops/float_math.h"
@@ -80,7 +87,84 @@ SSD_UNROLL
   }
 }
 
+template <typename T>
+SSD_FAST_INLINE void load_rows_impl(const T* rows, int64_t n, int64_t c_n, T* __restrict buf) {
+  std::array<const T*, kTilePriors> r;
+  for (int64_t j = 0; j < n; ++j) r[j] = rows + j * c_n;
+  load_tile_impl(r.data(), n, c_n, buf);
+}
+
+#ifdef SSD_FAST_X86_INTRINSICS
+// gcc 12's AVX-512 unpack/shuffle intrinsics start from _mm512_undefined_ps(), which
+// -Wmaybe-uninitialized reports once per call site.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// r[i] = row i of a 16 x 16 block in, column i out: unpacks of pairs of rows, then of pairs of
+// 64-bit pairs, then two rounds of 128-bit lane shuffles.
+__attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  // r[4 i + k], 128-bit lane L: element 4 L + k of rows 4 i .. 4 i + 3
+  for (int k = 0; k < 4; ++k) {
+    const __m512 ab_lo = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+    const __m512 ab_hi = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xdd);
+    const __m512 cd_lo = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+    const __m512 cd_hi = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xdd);
+    t[k] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0x88);
+    t[8 + k] = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0xdd);
+    t[4 + k] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0x88);
+    t[12 + k] = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Blocks of 16 rows x 16 classes (the last class block masked), the rows left over one by one.
+__attribute__((target("avx512f"))) void load_rows_avx512(const float* rows, int64_t n,
+                                                          int64_t c_n, float* __restrict buf) {
+  int64_t j0 = 0;
+  for (; j0 + 16 <= n; j0 += 16) {
+    for (int64_t c0 = 0; c0 < c_n; c0 += 16) {
+      const int64_t w = std::min<int64_t>(16, c_n - c0);
+      const __mmask16 mask = static_cast<__mmask16>((1u << w) - 1);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(mask, rows + (j0 + i) * c_n + c0);
+      transpose16(r);
+      for (int64_t c = 0; c < w; ++c) _mm512_storeu_ps(buf + (c0 + c) * n + j0, r[c]);
+    }
+  }
+  for (int64_t j = j0; j < n; ++j) {
+    for (int64_t c = 0; c < c_n; ++c) buf[c * n + j] = rows[j * c_n + c];
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
 }  // namespace
+
+void load_tile(const float* rows, int64_t n, int64_t c_n, float* buf) {
+#ifdef SSD_FAST_X86_INTRINSICS
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) {
+    load_rows_avx512(rows, n, c_n, buf);
+    return;
+  }
+#endif
+  load_rows_impl(rows, n, c_n, buf);
+}
+void load_tile(const double* rows, int64_t n, int64_t c_n, double* buf) {
+  load_rows_impl(rows, n, c_n, buf);
+}
 
 #define SSD_FAST_TILE_FNS(T)                                                                   \
   SSD_FAST_CLONES_AVX512 void softmax_tile(T* l, T* m, T* sum, int64_t c_n, int64_t n,          \

@@ -27,5 +27,10 @@ void log_sum_exp_tile(const double* l, double* m, double* log_sum, int64_t c_n, 
 void load_tile(const float* const* rows, int64_t n, int64_t c_n, float* buf);
 void load_tile(const double* const* rows, int64_t n, int64_t c_n, double* buf);
 
+// The same for n consecutive rows: buf[c * n + j] = rows[j * c_n + c]. float: 16 x 16 blocks
+// transposed in AVX-512 registers where the CPU has them.
+void load_tile(const float* rows, int64_t n, int64_t c_n, float* buf);
+void load_tile(const double* rows, int64_t n, int64_t c_n, double* buf);
+
 }  // namespace cpu
 }  // namespace ssd_fast
