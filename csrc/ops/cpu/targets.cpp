@@ -13,6 +13,7 @@
 #include "ops/box_math.h"
 #include "ops/cpu/clones.h"
 #include "ops/cpu/iou_rows.h"
+#include "ops/cpu/parallel.h"
 #include "ops/target_checks.h"
 #include "ops/target_math.h"
 
@@ -206,34 +207,40 @@ void run_targets(const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const 
     const acc_t thr = static_cast<acc_t>(iou_threshold);
     acc_t v[4];
     for (int q = 0; q < 4 && loc; ++q) v[q] = static_cast<acc_t>(variances[q]);
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    // images with more GTs first: their cost grows with the GTs
+    std::vector<int64_t> order(B), num_gt(B, 0);
+    for (int64_t b = 0; b < B; ++b) {
+      order[b] = b;
+      for (int64_t g = 0; g < G; ++g) num_gt[b] += labp[b * G + g] >= 0;
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return num_gt[a] > num_gt[b]; });
+    cpu::parallel_dynamic(B, order.data(), [&](int64_t b) {
       thread_local MatchScratch<acc_t> scratch;
       MatchScratch<acc_t>& s = scratch;
       s.resize(P, G);
-      for (int64_t b = begin; b < end; ++b) {
-        const scalar_t* g_b = gtp + 4 * b * G;
-        const int64_t* lab_b = labp + b * G;
-        scalar_t* __restrict iou_b = iou.data_ptr<scalar_t>() + b * P;
-        const int64_t ng = match_image<scalar_t>(mode, g_b, lab_b, G, soa.view(), chunks.data(), P, s);
-        if (!loc) {
-          int64_t* __restrict idx_b = idx->data_ptr<int64_t>() + b * P;
-          if (ng > 0) {
-            write_matches(s, thr, P, idx_b, iou_b);
-          } else {
-            std::fill(idx_b, idx_b + P, -1);
-            std::fill(iou_b, iou_b + P, scalar_t(0));
-          }
-          continue;
-        }
-        scalar_t* loc_b = loc->data_ptr<scalar_t>() + 4 * b * P;
-        int64_t* out_lab = labels->data_ptr<int64_t>() + b * P;
+      const scalar_t* g_b = gtp + 4 * b * G;
+      const int64_t* lab_b = labp + b * G;
+      scalar_t* __restrict iou_b = iou.data_ptr<scalar_t>() + b * P;
+      const int64_t ng = match_image<scalar_t>(mode, g_b, lab_b, G, soa.view(), chunks.data(), P, s);
+      if (!loc) {
+        int64_t* __restrict idx_b = idx->data_ptr<int64_t>() + b * P;
         if (ng > 0) {
-          write_targets(s, thr, P, g_b, lab_b, prp, v, loc_b, out_lab, iou_b);
+          write_matches(s, thr, P, idx_b, iou_b);
         } else {
-          std::fill(loc_b, loc_b + 4 * P, scalar_t(0));
-          std::fill(out_lab, out_lab + P, 0);
+          std::fill(idx_b, idx_b + P, -1);
           std::fill(iou_b, iou_b + P, scalar_t(0));
         }
+        return;
+      }
+      scalar_t* loc_b = loc->data_ptr<scalar_t>() + 4 * b * P;
+      int64_t* out_lab = labels->data_ptr<int64_t>() + b * P;
+      if (ng > 0) {
+        write_targets(s, thr, P, g_b, lab_b, prp, v, loc_b, out_lab, iou_b);
+      } else {
+        std::fill(loc_b, loc_b + 4 * P, scalar_t(0));
+        std::fill(out_lab, out_lab + P, 0);
+        std::fill(iou_b, iou_b + P, scalar_t(0));
       }
     });
   });
