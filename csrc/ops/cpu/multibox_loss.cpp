@@ -8,8 +8,8 @@
 // (the hard_negative_mining selection of ops/cpu/mining.h), then the mined negatives' bg_ce
 // summed. Partial sums are in double, per tile and per image, added in a fixed order: the
 // result does not depend on the thread count.
-// Backward: per chunk of priors, rows outside the mask are zero; the masked rows (a few percent
-// of the priors) are gathered kTilePriors at a time into a tile and get their softmax there.
+// Backward: per chunk of priors, grad_conf is zeroed, then the masked rows (a few percent of the
+// priors) are gathered kTilePriors at a time into a tile and get their softmax there.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -172,14 +172,14 @@ void backward_rows(T g_loc, T g_conf, const T* loc, const T* conf, const T* loc_
       }
       n = 0;
     };
+    // zeros in one run over the chunk (the masked rows are overwritten below): a memset per
+    // unmasked row cost more than the rest of the backward
+    std::fill(grad_conf + lo * c_n, grad_conf + hi * c_n, T(0));
     for (int64_t p = lo; p < hi; ++p) {
       for (int q = 0; q < 4; ++q) {
         grad_loc[4 * p + q] = lab[p] > 0 ? smooth_l1_grad(loc[4 * p + q] - loc_t[4 * p + q]) * g_loc : T(0);
       }
-      if (!mask[p]) {
-        std::fill(grad_conf + p * c_n, grad_conf + (p + 1) * c_n, T(0));
-        continue;
-      }
+      if (!mask[p]) continue;
       rows[n] = conf + p * c_n;
       idx[n++] = p;
       if (n == kTilePriors) flush();
