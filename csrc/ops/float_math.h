@@ -1,5 +1,6 @@
 // Float arithmetic shared by the CPU and CUDA kernels, written out so that both devices
-// compute the very same bits: the bit patterns of floats, and exp/log without libm.
+// compute the very same bits: the bit patterns of floats, and exp/log without libm's exp/log
+// (only the fused multiply-add fma_ may be libm's, in the baseline CPU clone).
 #pragma once
 
 #include <math.h>

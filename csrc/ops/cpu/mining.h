@@ -84,10 +84,14 @@ void mine_rows(const scalar_t* loss, const int64_t* labels, const iou_t* miou, d
       const int64_t* lab = labels + b * P;
       const iou_t* iou = miou ? miou + b * P : nullptr;
       int64_t num_pos = 0, num_eligible = 0;
+      bool done = false;  // float/double losses without matched_iou: the vectorised pass
       if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
-        if (iou == nullptr) make_keys(l, lab, P, keys.data(), &num_pos, &num_eligible);
+        if (iou == nullptr) {
+          make_keys(l, lab, P, keys.data(), &num_pos, &num_eligible);
+          done = true;
+        }
       }
-      if (iou != nullptr || !(std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>)) {
+      if (!done) {
         for (int64_t p = 0; p < P; ++p) {
           const bool eligible = lab[p] == 0 && (iou == nullptr || iou[p] < overlap);
           keys[p] = eligible ? mining_key(l[p]) : K(0);

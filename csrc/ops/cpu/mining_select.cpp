@@ -19,7 +19,7 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kLanes = 16;
-constexpr int64_t kMaxRows = 64;  // rows per chunk at most: at least n / 1024 groups
+constexpr int64_t kMaxRows = 64;  // rows per chunk at most: groups of <= 64 keys, >= n / 64 groups
 
 // out: the maximum of each group (kLanes per chunk of `rows` rows), then each key of the last
 // partial row as a group of its own. Returns the number of groups.

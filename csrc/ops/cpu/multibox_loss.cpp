@@ -136,10 +136,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> multibox_loss_cpu(
       std::vector<K> keys(P);
       cpu::TopScratch<K> scratch;
       for (int64_t b = lo; b < hi; ++b) {
-        int64_t num_pos, num_eligible;
-        cpu::make_keys(bg + b * P, lp + b * P, P, keys.data(), &num_pos, &num_eligible);
-        cpu::mine_image(lp + b * P, keys.data(), P, num_pos, num_eligible, neg_pos_ratio, scratch,
-                        mp + b * P);
+        int64_t image_pos, image_eligible;
+        cpu::make_keys(bg + b * P, lp + b * P, P, keys.data(), &image_pos, &image_eligible);
+        cpu::mine_image(lp + b * P, keys.data(), P, image_pos, image_eligible, neg_pos_ratio,
+                        scratch, mp + b * P);
         neg[b] = mined_negatives_sum(bg + b * P, lp + b * P, mp + b * P, P);
       }
     });
