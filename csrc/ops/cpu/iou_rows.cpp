@@ -1,8 +1,7 @@
 // The IoU row loops. Each is a straight run of min/max/mul/div over structure-of-arrays that
 // gcc vectorises (-fno-trapping-math); target_clones adds x86-64-v3 (AVX2) copies next to the
-// baseline ones, picked when the library loads, and match_row an AVX-512 one: its running-best
-// update is a masked store, native in AVX-512 (AVX2's vmaskmovps is slow on AMD cores):
-// ssd_targets SSD300 bs8 ~200 -> ~130 us on one Zen 4 core.
+// baseline ones, picked when the library loads, and match_row an AVX-512 one (ssd_targets
+// SSD300 bs8 ~200 -> ~130 us on one Zen 4 core, with the masked store it had then).
 #include "ops/cpu/iou_rows.h"
 
 #include "ops/cpu/clones.h"
@@ -67,12 +66,20 @@ inline T match_row_impl(const T a[4], SoaView<T> b, const T* chunks, int64_t m,
       for (int l = 0; l < L; ++l) {
         const int64_t k = j + l;
         const T v = box_iou_one(a1, b1, a2, b2, area_a, x1[k], y1[k], x2[k], y2[k], area[k]);
-        const bool better = v > best_iou[k];
-        best_iou[k] = better ? v : best_iou[k];
-        best_idx[k] = better ? idx : best_idx[k];
-        const bool up = v > lmax[l];
-        lmax[l] = up ? v : lmax[l];
-        larg[l] = up ? k : larg[l];
+        // load, select, store unconditionally: written as `best[k] = better ? v : best[k]`,
+        // gcc makes it a masked store, which AVX2 (vmaskmovps) does slowly (1.5x on this loop)
+        const T old_iou = best_iou[k];
+        const int32_t old_idx = best_idx[k];
+        const bool better = v > old_iou;
+        const T new_iou = better ? v : old_iou;
+        const int32_t new_idx = better ? idx : old_idx;
+        best_iou[k] = new_iou;
+        best_idx[k] = new_idx;
+        const T old_max = lmax[l];
+        const int64_t old_arg = larg[l];
+        const bool up = v > old_max;
+        lmax[l] = up ? v : old_max;
+        larg[l] = up ? k : old_arg;
       }
     }
     for (; j < end; ++j) {  // the last, partial chunk
