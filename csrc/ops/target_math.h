@@ -5,6 +5,8 @@
 #include <cstring>
 #include <math.h>
 
+#include <type_traits>
+
 #include "ops/box_math.h"
 
 namespace ssd_fast {
@@ -39,6 +41,17 @@ SSD_HD uint64_t loss_key(double x) {
   memcpy(&u, &z, sizeof(u));
   const uint64_t k = (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
   return x != x ? 0xFFFFFFFFFFFFFFFFull : k;
+}
+
+// The key a loss of type S ranks by in hard negative mining: float, half and bfloat16 losses by
+// their float key, double losses by their double key.
+template <typename S>
+using mining_key_t = std::conditional_t<std::is_same_v<S, double>, uint64_t, uint32_t>;
+
+template <typename S>
+SSD_HD mining_key_t<S> mining_key(S x) {
+  if constexpr (std::is_same_v<S, double>) return loss_key(x);
+  else return loss_key(static_cast<float>(x));
 }
 
 }  // namespace ssd_fast

@@ -18,16 +18,6 @@
 namespace ssd_fast {
 namespace cpu {
 
-// A float/half/bfloat16 loss ranks by its float key, a double loss by its double key.
-template <typename scalar_t>
-using mining_key_t = std::conditional_t<std::is_same_v<scalar_t, double>, uint64_t, uint32_t>;
-
-template <typename scalar_t>
-mining_key_t<scalar_t> mining_key(scalar_t x) {
-  if constexpr (std::is_same_v<scalar_t, double>) return loss_key(x);
-  else return loss_key(static_cast<float>(x));
-}
-
 // The k largest of an image's keys: the k-th largest key (> 0) and how many keys equal to it
 // are left out (the last ones in prior order: ties go to the lower index).
 template <typename K>

@@ -130,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> multibox_loss_cpu(
     TORCH_CHECK_VALUE(bad_label < 0, "multibox_loss: labels must be < C = ", C,
                       " (the classes of conf_logits), got ", bad_label);
     bool* mp = mask.data_ptr<bool>();
-    using K = cpu::mining_key_t<scalar_t>;
+    using K = mining_key_t<scalar_t>;
     std::vector<double> neg(B, 0.0);  // per image: the mined negatives' cross-entropy
     at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
       std::vector<K> keys(P);

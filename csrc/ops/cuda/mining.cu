@@ -21,21 +21,12 @@ namespace {
 constexpr int kThreads = 512;
 constexpr int kBins = 256;
 
-template <typename scalar_t>
-using key_t = std::conditional_t<std::is_same_v<scalar_t, double>, uint64_t, uint32_t>;
-
-template <typename scalar_t>
-__device__ __forceinline__ key_t<scalar_t> key_of(scalar_t x) {
-  if constexpr (std::is_same_v<scalar_t, double>) return loss_key(x);
-  else return loss_key(static_cast<float>(x));
-}
-
 template <typename loss_t, typename iou_t>
 __global__ void __launch_bounds__(kThreads)
 mining_kernel(const loss_t* __restrict__ loss, const int64_t* __restrict__ labels,
               const iou_t* __restrict__ miou, iou_t neg_overlap, double ratio, int64_t P,
               bool* __restrict__ mask) {
-  using K = key_t<loss_t>;
+  using K = mining_key_t<loss_t>;
   constexpr int kKeyBits = 8 * sizeof(K);
   __shared__ int64_t red[cuda::kMaxWarps];
   __shared__ int64_t total;
@@ -81,7 +72,7 @@ mining_kernel(const loss_t* __restrict__ loss, const int64_t* __restrict__ label
     const K high = shift + 8 >= kKeyBits ? K(0) : (~K(0) << (shift + 8));  // digits fixed so far
     for (int64_t p = tid; p < P; p += blockDim.x) {
       if (!eligible(p)) continue;
-      const K key = key_of(loss[p]);
+      const K key = mining_key(loss[p]);
       if ((key & high) == prefix) atomicAdd(&hist[(key >> shift) & (kBins - 1)], 1);
     }
     __syncthreads();
@@ -107,7 +98,7 @@ mining_kernel(const loss_t* __restrict__ loss, const int64_t* __restrict__ label
     if (p < P) {
       const bool is_pos = labels[p] > 0;
       if (!is_pos && eligible(p)) {
-        const K key = key_of(loss[p]);
+        const K key = mining_key(loss[p]);
         sel = key > T;
         tie = key == T;
       }
