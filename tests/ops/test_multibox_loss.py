@@ -145,8 +145,10 @@ def test_nan_logit_gives_nan_loss(device, gen):
     assert run(device, loc, conf, loc_t, labels)[1].isnan()
 
 
-def test_independent_of_thread_count(gen):
-    case = make_case(gen, 4, 3000, 21, torch.float32, pos_prob=0.03)
+@pytest.mark.parametrize("B", [1, 3, 4])
+def test_independent_of_thread_count(gen, B):
+    """1-3 threads, fewer, as many and more images than threads: the same bits."""
+    case = make_case(gen, B, 3000, 21, torch.float32, pos_prob=0.03)
     threads = torch.get_num_threads()
     try:
         outs = []
