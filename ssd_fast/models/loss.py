@@ -90,11 +90,18 @@ class MultiBoxLoss(nn.Module):
     def forward(self, loc: Tensor, conf_logits: Tensor, gt_boxes: Tensor,
                 gt_labels: Tensor) -> Tuple[Tensor, Tensor]:
         self._check(loc, conf_logits, gt_boxes, gt_labels)
-        loc_t, labels, _ = ssd_targets(gt_boxes.to(self.priors.dtype), gt_labels.long(), self.priors,
-                                       self.iou_threshold, self.variances, self.mode)
+        loc_t, labels, _ = ssd_targets(_cast(gt_boxes, self.priors.dtype), _cast(gt_labels, torch.int64),
+                                       self.priors, self.iou_threshold, self.variances, self.mode)
         # One fused kernel (multibox_loss): logsumexp, mining on the background cross-entropy,
         # both sums and the division by the positives, with its own backward kernel.
-        dtype = torch.promote_types(torch.promote_types(loc.dtype, conf_logits.dtype), torch.float32)
-        loc_loss, conf_loss, _ = multibox_loss(loc.to(dtype), conf_logits.to(dtype), loc_t.to(dtype),
-                                               labels, self.neg_pos_ratio)
+        dtype = loc.dtype
+        if dtype != conf_logits.dtype or dtype not in (torch.float32, torch.float64):
+            dtype = torch.promote_types(torch.promote_types(loc.dtype, conf_logits.dtype), torch.float32)
+        loc_loss, conf_loss, _ = multibox_loss(_cast(loc, dtype), _cast(conf_logits, dtype),
+                                               _cast(loc_t, dtype), labels, self.neg_pos_ratio)
         return loc_loss, conf_loss
+
+
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t.to(dtype)`` without the dispatcher round trip when it is already of that dtype."""
+    return t if t.dtype == dtype else t.to(dtype)
