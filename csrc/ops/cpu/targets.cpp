@@ -142,14 +142,18 @@ void copy_iou(const acc_t* __restrict from, int64_t P, scalar_t* __restrict to) 
   }
 }
 
-// match_priors' outputs of one matched image: idx (the GT's row in gt_boxes, -1 for the
-// background) and the IoU of every prior; the matched priors, then the forced matches over
-// them.
+// match_priors' outputs of one image (ng valid GTs, match_image): idx (the GT's row in
+// gt_boxes, -1 for the background) and the IoU of every prior; the background everywhere,
+// then the matched priors, then the forced matches over them.
 template <typename scalar_t, typename acc_t>
-void write_matches(const MatchScratch<acc_t>& s, acc_t thr, int64_t P, int64_t* __restrict idx,
-                   scalar_t* __restrict iou) {
+void write_matches(const MatchScratch<acc_t>& s, int64_t ng, acc_t thr, int64_t P,
+                   int64_t* __restrict idx, scalar_t* __restrict iou) {
   const int32_t* __restrict valid = s.valid.data();
   std::fill(idx, idx + P, -1);
+  if (ng == 0) {  // best_iou unset: no GT, IoU 0 everywhere
+    std::fill(iou, iou + P, scalar_t(0));
+    return;
+  }
   copy_iou(s.best_iou.data(), P, iou);
   for_each_above(s, thr, P, [&](int64_t p, int32_t k) { idx[p] = valid[k]; });
   for (const Forced<acc_t>& f : s.forced) {
@@ -158,16 +162,21 @@ void write_matches(const MatchScratch<acc_t>& s, acc_t thr, int64_t P, int64_t* 
   }
 }
 
-// ssd_targets' outputs of one matched image: per prior the encoded GT (zeros for the
-// background), its label (0 for the background) and the IoU; the background everywhere, then
-// the matched priors, then the forced matches over them.
+// ssd_targets' outputs of one image (ng valid GTs, match_image): per prior the encoded GT
+// (zeros for the background), its label (0 for the background) and the IoU; the background
+// everywhere, then the matched priors, then the forced matches over them.
 template <typename scalar_t, typename acc_t>
-void write_targets(const MatchScratch<acc_t>& s, acc_t thr, int64_t P, const scalar_t* gt,
-                   const int64_t* gt_labels, const scalar_t* priors, const acc_t v[4],
-                   scalar_t* __restrict loc, int64_t* __restrict labels, scalar_t* __restrict iou) {
+void write_targets(const MatchScratch<acc_t>& s, int64_t ng, acc_t thr, int64_t P,
+                   const scalar_t* gt, const int64_t* gt_labels, const scalar_t* priors,
+                   const acc_t v[4], scalar_t* __restrict loc, int64_t* __restrict labels,
+                   scalar_t* __restrict iou) {
   const int32_t* __restrict valid = s.valid.data();
   std::fill(loc, loc + 4 * P, scalar_t(0));
   std::fill(labels, labels + P, 0);
+  if (ng == 0) {  // best_iou unset: no GT, IoU 0 everywhere
+    std::fill(iou, iou + P, scalar_t(0));
+    return;
+  }
   copy_iou(s.best_iou.data(), P, iou);
   auto match = [&](int64_t p, int32_t k) {
     const int64_t g = valid[k];
@@ -223,24 +232,11 @@ void run_targets(const at::Tensor& gt_boxes, const at::Tensor& gt_labels, const 
       const int64_t* lab_b = labp + b * G;
       scalar_t* __restrict iou_b = iou.data_ptr<scalar_t>() + b * P;
       const int64_t ng = match_image<scalar_t>(mode, g_b, lab_b, G, soa.view(), chunks.data(), P, s);
-      if (!loc) {
-        int64_t* __restrict idx_b = idx->data_ptr<int64_t>() + b * P;
-        if (ng > 0) {
-          write_matches(s, thr, P, idx_b, iou_b);
-        } else {
-          std::fill(idx_b, idx_b + P, -1);
-          std::fill(iou_b, iou_b + P, scalar_t(0));
-        }
-        return;
-      }
-      scalar_t* loc_b = loc->data_ptr<scalar_t>() + 4 * b * P;
-      int64_t* out_lab = labels->data_ptr<int64_t>() + b * P;
-      if (ng > 0) {
-        write_targets(s, thr, P, g_b, lab_b, prp, v, loc_b, out_lab, iou_b);
+      if (loc) {
+        write_targets(s, ng, thr, P, g_b, lab_b, prp, v, loc->data_ptr<scalar_t>() + 4 * b * P,
+                      labels->data_ptr<int64_t>() + b * P, iou_b);
       } else {
-        std::fill(loc_b, loc_b + 4 * P, scalar_t(0));
-        std::fill(out_lab, out_lab + P, 0);
-        std::fill(iou_b, iou_b + P, scalar_t(0));
+        write_matches(s, ng, thr, P, idx->data_ptr<int64_t>() + b * P, iou_b);
       }
     });
   });
