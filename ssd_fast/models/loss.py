@@ -94,9 +94,7 @@ class MultiBoxLoss(nn.Module):
                                        self.priors, self.iou_threshold, self.variances, self.mode)
         # One fused kernel (multibox_loss): logsumexp, mining on the background cross-entropy,
         # both sums and the division by the positives, with its own backward kernel.
-        dtype = loc.dtype
-        if dtype != conf_logits.dtype or dtype not in (torch.float32, torch.float64):
-            dtype = torch.promote_types(torch.promote_types(loc.dtype, conf_logits.dtype), torch.float32)
+        dtype = torch.promote_types(torch.promote_types(loc.dtype, conf_logits.dtype), torch.float32)
         loc_loss, conf_loss, _ = multibox_loss(_cast(loc, dtype), _cast(conf_logits, dtype),
                                                _cast(loc_t, dtype), labels, self.neg_pos_ratio)
         return loc_loss, conf_loss
