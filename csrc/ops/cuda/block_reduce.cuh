@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "ops/cuda/device.cuh"
+
 namespace ssd_fast {
 namespace cuda {
 

@@ -6,11 +6,10 @@
 // Tuned for SSD rows (P ~ 8.7k-25k): 4 passes over the row for 32-bit keys (8 for float64),
 // each a shared-memory histogram; no sort.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "ops/cuda/block_reduce.cuh"
+#include "ops/cuda/device.cuh"
 #include "ops/cuda/mining.cuh"
 #include "ops/target_checks.h"
 #include "ops/target_math.h"
@@ -28,12 +27,12 @@ mining_kernel(const loss_t* __restrict__ loss, const int64_t* __restrict__ label
               bool* __restrict__ mask) {
   using K = mining_key_t<loss_t>;
   constexpr int kKeyBits = 8 * sizeof(K);
-  __shared__ int64_t red[cuda::kMaxWarps];
-  __shared__ int64_t total;
-  __shared__ int32_t hist[kBins];
-  __shared__ K s_prefix;
-  __shared__ int64_t s_need;
-  __shared__ int32_t warp_counts[cuda::kMaxWarps];
+  SSD_SHARED(int64_t[cuda::kMaxWarps], red);
+  SSD_SHARED(int64_t, total);
+  SSD_SHARED(int32_t[kBins], hist);
+  SSD_SHARED(K, s_prefix);
+  SSD_SHARED(int64_t, s_need);
+  SSD_SHARED(int32_t[cuda::kMaxWarps], warp_counts);
 
   const int64_t b = blockIdx.x;
   const int tid = threadIdx.x;
@@ -128,15 +127,14 @@ void launch_mining(const at::Tensor& loss, const at::Tensor& labels,
   if (mask.numel() == 0) return;
   TORCH_CHECK(B <= 2147483647, "hard_negative_mining: too many rows: ", B);
   const at::Tensor miou = matched_iou.has_value() ? matched_iou->contiguous() : loss;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  const dev::Stream stream = dev::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, loss.scalar_type(), "hnm_cuda", [&] {
     using loss_t = scalar_t;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, miou.scalar_type(), "hnm_cuda", [&] {
-      mining_kernel<loss_t, scalar_t><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+      dev::launch<mining_kernel<loss_t, scalar_t>>(static_cast<unsigned>(B), kThreads, 0, stream,
           loss.data_ptr<loss_t>(), labels.data_ptr<int64_t>(),
           matched_iou.has_value() ? miou.data_ptr<scalar_t>() : nullptr,
           static_cast<scalar_t>(neg_overlap), neg_pos_ratio, P, mask.data_ptr<bool>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
 }
@@ -148,7 +146,7 @@ at::Tensor hard_negative_mining_cuda(const at::Tensor& conf_loss, const at::Tens
                                      const c10::optional<at::Tensor>& matched_iou,
                                      double neg_overlap) {
   check_mining_args(conf_loss, labels, neg_pos_ratio, matched_iou, neg_overlap);
-  const c10::cuda::CUDAGuard guard(conf_loss.device());
+  const dev::DeviceGuard guard(conf_loss.device());
   at::Tensor mask = at::empty(conf_loss.sizes(), conf_loss.options().dtype(at::kBool));
   launch_mining(conf_loss.contiguous(), labels.to(at::kLong).contiguous(), matched_iou,
                 neg_pos_ratio, neg_overlap, mask);
@@ -157,7 +155,7 @@ at::Tensor hard_negative_mining_cuda(const at::Tensor& conf_loss, const at::Tens
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssd_fast, CUDA, m) {
+TORCH_LIBRARY_IMPL(ssd_fast, SSD_FAST_CUDA_KEY, m) {
   m.impl("hard_negative_mining", &hard_negative_mining_cuda);
 }
 

@@ -11,8 +11,6 @@
 // Backward, four launches: count the positives; one thread per masked prior: max and sum of
 // exp into [B, P] temporaries; one thread per logit and one per box offset write the gradients.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/macros/Macros.h>
 #include <torch/library.h>
 
@@ -21,6 +19,7 @@
 #include <optional>
 
 #include "ops/cuda/block_reduce.cuh"
+#include "ops/cuda/device.cuh"
 #include "ops/cuda/mining.cuh"
 #include "ops/float_math.h"
 #include "ops/loss_checks.h"
@@ -47,9 +46,9 @@ __device__ __forceinline__ void exp_sum(const T* __restrict__ l, int64_t c_n, T&
 // (1) Per prior: bg_ce = -log softmax[0], ce = -log softmax[label] (0 unless label > 0; NaN for
 // a label >= C, which also fails a device assertion where those are compiled in).
 template <typename T>
-__global__ void prior_ce_kernel(const T* __restrict__ conf, const int64_t* __restrict__ labels,
-                                int64_t n_prior, int64_t c_n, T* __restrict__ bg_ce,
-                                T* __restrict__ ce) {
+__global__ void __launch_bounds__(kThreads) prior_ce_kernel(
+    const T* __restrict__ conf, const int64_t* __restrict__ labels, int64_t n_prior, int64_t c_n,
+    T* __restrict__ bg_ce, T* __restrict__ ce) {
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n_prior;
        p += int64_t(gridDim.x) * blockDim.x) {
     const T* l = conf + p * c_n;
@@ -73,10 +72,10 @@ image_sums_kernel(const T* __restrict__ loc, const T* __restrict__ loc_t,
                   const int64_t* __restrict__ labels, const bool* __restrict__ mask,
                   const T* __restrict__ bg_ce, const T* __restrict__ ce, int64_t P,
                   double* __restrict__ sums, int64_t* __restrict__ count) {
-  __shared__ double red[cuda::kMaxWarps];
-  __shared__ double total;
-  __shared__ int64_t ired[cuda::kMaxWarps];
-  __shared__ int64_t itotal;
+  SSD_SHARED(double[cuda::kMaxWarps], red);
+  SSD_SHARED(double, total);
+  SSD_SHARED(int64_t[cuda::kMaxWarps], ired);
+  SSD_SHARED(int64_t, itotal);
   const int64_t b = blockIdx.x;
   double loc_sum = 0, conf_sum = 0;
   int64_t pos = 0;
@@ -105,10 +104,10 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
 batch_loss_kernel(const double* __restrict__ sums, const int64_t* __restrict__ count, int64_t B,
                   T* __restrict__ loc_loss, T* __restrict__ conf_loss) {
-  __shared__ double red[cuda::kMaxWarps];
-  __shared__ double total;
-  __shared__ int64_t ired[cuda::kMaxWarps];
-  __shared__ int64_t itotal;
+  SSD_SHARED(double[cuda::kMaxWarps], red);
+  SSD_SHARED(double, total);
+  SSD_SHARED(int64_t[cuda::kMaxWarps], ired);
+  SSD_SHARED(int64_t, itotal);
   double loc_sum = 0, conf_sum = 0;
   int64_t pos = 0;
   for (int64_t b = threadIdx.x; b < B; b += blockDim.x) {
@@ -130,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> multibox_loss_cuda(
     const at::Tensor& loc, const at::Tensor& conf_logits, const at::Tensor& loc_targets,
     const at::Tensor& labels, double neg_pos_ratio) {
   check_multibox_args(loc, conf_logits, loc_targets, labels, neg_pos_ratio);
-  const c10::cuda::CUDAGuard guard(conf_logits.device());
+  const dev::DeviceGuard guard(conf_logits.device());
   const int64_t B = conf_logits.size(0), P = conf_logits.size(1), C = conf_logits.size(2);
   at::Tensor mask = at::empty({B, P}, conf_logits.options().dtype(at::kBool));
   if (mask.numel() == 0) {
@@ -144,22 +143,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> multibox_loss_cuda(
   at::Tensor sums = at::empty({B, 3}, cl.options().dtype(at::kDouble));
   at::Tensor count = at::empty({B}, cl.options().dtype(at::kLong));
   at::Tensor loc_loss = at::empty({}, cl.options()), conf_loss = at::empty({}, cl.options());
-  auto stream = at::cuda::getCurrentCUDAStream();
+  const dev::Stream stream = dev::current_stream();
   AT_DISPATCH_FLOATING_TYPES(cl.scalar_type(), "multibox_loss_cuda", [&] {
-    prior_ce_kernel<scalar_t><<<grid_for(B * P), kThreads, 0, stream>>>(
+    dev::launch<prior_ce_kernel<scalar_t>>(grid_for(B * P), kThreads, 0, stream,
         cl.data_ptr<scalar_t>(), lab.data_ptr<int64_t>(), B * P, C, bg_ce.data_ptr<scalar_t>(),
         ce.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
     launch_mining(bg_ce, lab, std::nullopt, neg_pos_ratio, 0.0, mask);
-    image_sums_kernel<scalar_t><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+    dev::launch<image_sums_kernel<scalar_t>>(static_cast<unsigned>(B), kThreads, 0, stream,
         x.data_ptr<scalar_t>(), xt.data_ptr<scalar_t>(), lab.data_ptr<int64_t>(),
         mask.data_ptr<bool>(), bg_ce.data_ptr<scalar_t>(), ce.data_ptr<scalar_t>(), P,
         sums.data_ptr<double>(), count.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    batch_loss_kernel<scalar_t><<<1, kThreads, 0, stream>>>(
-        sums.data_ptr<double>(), count.data_ptr<int64_t>(), B, loc_loss.data_ptr<scalar_t>(),
+    dev::launch<batch_loss_kernel<scalar_t>>(1, kThreads, 0, stream, sums.data_ptr<double>(),
+        count.data_ptr<int64_t>(), B, loc_loss.data_ptr<scalar_t>(),
         conf_loss.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {loc_loss, conf_loss, mask};
 }
@@ -168,8 +164,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> multibox_loss_cuda(
 __global__ void __launch_bounds__(kThreads)
 count_positives_kernel(const int64_t* __restrict__ labels, int64_t n_prior,
                        int64_t* __restrict__ num_pos) {
-  __shared__ int64_t red[cuda::kMaxWarps];
-  __shared__ int64_t total;
+  SSD_SHARED(int64_t[cuda::kMaxWarps], red);
+  SSD_SHARED(int64_t, total);
   int64_t pos = 0;
   for (int64_t p = threadIdx.x; p < n_prior; p += blockDim.x) pos += labels[p] > 0;
   pos = cuda::block_sum(pos, red, &total);
@@ -178,9 +174,9 @@ count_positives_kernel(const int64_t* __restrict__ labels, int64_t n_prior,
 
 // Backward: per masked prior, the max and the sum of exp of its logits (unmasked: untouched).
 template <typename T>
-__global__ void masked_exp_sum_kernel(const T* __restrict__ conf, const bool* __restrict__ mask,
-                                      int64_t n_prior, int64_t c_n, T* __restrict__ row_max,
-                                      T* __restrict__ row_sum) {
+__global__ void __launch_bounds__(kThreads) masked_exp_sum_kernel(
+    const T* __restrict__ conf, const bool* __restrict__ mask, int64_t n_prior, int64_t c_n,
+    T* __restrict__ row_max, T* __restrict__ row_sum) {
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n_prior;
        p += int64_t(gridDim.x) * blockDim.x) {
     if (!mask[p]) continue;
@@ -200,7 +196,7 @@ __device__ __forceinline__ T scaled(const T* grad, const int64_t* num_pos) {
 
 // grad_conf[p, c] = g * (softmax[p, c] - (c == label[p])) on masked priors, else 0.
 template <typename T>
-__global__ void grad_conf_kernel(const T* __restrict__ grad_conf_loss,
+__global__ void __launch_bounds__(kThreads) grad_conf_kernel(const T* __restrict__ grad_conf_loss,
                                  const int64_t* __restrict__ num_pos, const T* __restrict__ conf,
                                  const int64_t* __restrict__ labels, const bool* __restrict__ mask,
                                  const T* __restrict__ row_max, const T* __restrict__ row_sum,
@@ -217,7 +213,7 @@ __global__ void grad_conf_kernel(const T* __restrict__ grad_conf_loss,
 
 // grad_loc[p, q] = g * clamp(loc - loc_t, -1, 1) on positives, else 0.
 template <typename T>
-__global__ void grad_loc_kernel(const T* __restrict__ grad_loc_loss,
+__global__ void __launch_bounds__(kThreads) grad_loc_kernel(const T* __restrict__ grad_loc_loss,
                                 const int64_t* __restrict__ num_pos, const T* __restrict__ loc,
                                 const T* __restrict__ loc_t, const int64_t* __restrict__ labels,
                                 int64_t n_prior, T* __restrict__ grad_loc) {
@@ -234,7 +230,7 @@ std::tuple<at::Tensor, at::Tensor> multibox_loss_backward_cuda(
     const at::Tensor& mask) {
   check_multibox_backward_args(grad_loc_loss, grad_conf_loss, loc, conf_logits, loc_targets,
                                labels, mask);
-  const c10::cuda::CUDAGuard guard(conf_logits.device());
+  const dev::DeviceGuard guard(conf_logits.device());
   at::Tensor grad_loc = at::empty(loc.sizes(), loc.options());
   at::Tensor grad_conf = at::empty(conf_logits.sizes(), conf_logits.options());
   if (mask.numel() == 0) return {grad_loc, grad_conf};
@@ -245,31 +241,27 @@ std::tuple<at::Tensor, at::Tensor> multibox_loss_backward_cuda(
   at::Tensor num_pos = at::empty({}, lab.options());
   at::Tensor row_max = at::empty(mask.sizes(), cl.options());
   at::Tensor row_sum = at::empty(mask.sizes(), cl.options());
-  auto stream = at::cuda::getCurrentCUDAStream();
-  count_positives_kernel<<<1, kThreads, 0, stream>>>(lab.data_ptr<int64_t>(), n_prior,
-                                                     num_pos.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const dev::Stream stream = dev::current_stream();
+  dev::launch<count_positives_kernel>(1, kThreads, 0, stream, lab.data_ptr<int64_t>(), n_prior,
+      num_pos.data_ptr<int64_t>());
   AT_DISPATCH_FLOATING_TYPES(cl.scalar_type(), "multibox_loss_backward_cuda", [&] {
-    masked_exp_sum_kernel<scalar_t><<<grid_for(n_prior), kThreads, 0, stream>>>(
+    dev::launch<masked_exp_sum_kernel<scalar_t>>(grid_for(n_prior), kThreads, 0, stream,
         cl.data_ptr<scalar_t>(), mk.data_ptr<bool>(), n_prior, C, row_max.data_ptr<scalar_t>(),
         row_sum.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    grad_conf_kernel<scalar_t><<<grid_for(n_prior * C), kThreads, 0, stream>>>(
+    dev::launch<grad_conf_kernel<scalar_t>>(grid_for(n_prior * C), kThreads, 0, stream,
         g_conf.data_ptr<scalar_t>(), num_pos.data_ptr<int64_t>(), cl.data_ptr<scalar_t>(),
         lab.data_ptr<int64_t>(), mk.data_ptr<bool>(), row_max.data_ptr<scalar_t>(),
         row_sum.data_ptr<scalar_t>(), n_prior, C, grad_conf.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    grad_loc_kernel<scalar_t><<<grid_for(4 * n_prior), kThreads, 0, stream>>>(
+    dev::launch<grad_loc_kernel<scalar_t>>(grid_for(4 * n_prior), kThreads, 0, stream,
         g_loc.data_ptr<scalar_t>(), num_pos.data_ptr<int64_t>(), x.data_ptr<scalar_t>(),
         xt.data_ptr<scalar_t>(), lab.data_ptr<int64_t>(), n_prior, grad_loc.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_loc, grad_conf};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssd_fast, CUDA, m) {
+TORCH_LIBRARY_IMPL(ssd_fast, SSD_FAST_CUDA_KEY, m) {
   m.impl("multibox_loss", &multibox_loss_cuda);
   m.impl("multibox_loss_backward", &multibox_loss_backward_cuda);
 }

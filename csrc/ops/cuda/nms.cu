@@ -27,14 +27,10 @@
 //      under composite keys (score, class * P + prior), bitonic sort, write the padded rows.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <cub/cub.cuh>
-
 #include "ops/box_math.h"
+#include "ops/cuda/device.cuh"
 #include "ops/nms_checks.h"
 #include "ops/nms_math.h"
 
@@ -66,15 +62,6 @@ inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 65536) {
   return static_cast<unsigned>(std::max<int64_t>(1, blocks));
 }
 
-template <typename Fn>
-void cub_call(const at::Tensor& like, Fn&& fn) {  // fn(temp, bytes): size query, then the call
-  size_t bytes = 0;
-  C10_CUDA_CHECK(fn(nullptr, bytes));
-  at::Tensor temp = at::empty({static_cast<int64_t>(std::max<size_t>(bytes, 1))},
-                              like.options().dtype(at::kByte));
-  C10_CUDA_CHECK(fn(temp.data_ptr(), bytes));
-}
-
 // =============================================================================================
 // nms / batched_nms
 
@@ -84,9 +71,9 @@ constexpr int kKeptSlices = 16;            // gridDim.y of suppress_by_kept_kern
 
 // keys[i] = desc_key(scores[i]), vals[i] = i.
 template <typename scalar_t>
-__global__ void score_keys_kernel(const scalar_t* __restrict__ scores, int64_t n,
-                                  skey_t<at::opmath_type<scalar_t>>* __restrict__ keys,
-                                  int32_t* __restrict__ vals) {
+__global__ void __launch_bounds__(256) score_keys_kernel(
+    const scalar_t* __restrict__ scores, int64_t n,
+    skey_t<at::opmath_type<scalar_t>>* __restrict__ keys, int32_t* __restrict__ vals) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     keys[i] = desc_key(static_cast<at::opmath_type<scalar_t>>(scores[i]));
@@ -95,7 +82,7 @@ __global__ void score_keys_kernel(const scalar_t* __restrict__ scores, int64_t n
 }
 
 // class_keys[r] = idxs[order[r]] as an order-preserving unsigned key, ranks[r] = r.
-__global__ void class_keys_kernel(const int64_t* __restrict__ idxs,
+__global__ void __launch_bounds__(256) class_keys_kernel(const int64_t* __restrict__ idxs,
                                   const int32_t* __restrict__ order, int64_t n,
                                   uint64_t* __restrict__ class_keys, int32_t* __restrict__ ranks) {
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < n;
@@ -106,9 +93,9 @@ __global__ void class_keys_kernel(const int64_t* __restrict__ idxs,
 }
 
 // Segment bounds of every position of the class-sorted keys, by binary search.
-__global__ void segment_bounds_kernel(const uint64_t* __restrict__ keys, int64_t n,
-                                      int32_t* __restrict__ seg_start,
-                                      int32_t* __restrict__ seg_end) {
+__global__ void __launch_bounds__(256) segment_bounds_kernel(
+    const uint64_t* __restrict__ keys, int64_t n, int32_t* __restrict__ seg_start,
+    int32_t* __restrict__ seg_end) {
   for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < n;
        q += int64_t(gridDim.x) * blockDim.x) {
     const uint64_t k = keys[q];
@@ -130,7 +117,7 @@ __global__ void segment_bounds_kernel(const uint64_t* __restrict__ keys, int64_t
 
 // Boxes in processing order, compute type: sorted[q] = boxes[order[grouped ? grouped[q] : q]].
 template <typename scalar_t>
-__global__ void gather_boxes_kernel(const scalar_t* __restrict__ boxes,
+__global__ void __launch_bounds__(256) gather_boxes_kernel(const scalar_t* __restrict__ boxes,
                                     const int32_t* __restrict__ order,
                                     const int32_t* __restrict__ grouped, int64_t n,
                                     Box4<at::opmath_type<scalar_t>>* __restrict__ sorted) {
@@ -153,8 +140,8 @@ __global__ void __launch_bounds__(256) suppress_by_kept_kernel(
     ull* __restrict__ removed) {
   const int32_t s0 = seg_start[chunk_begin];
   if (s0 == chunk_begin) return;  // the chunk starts a segment: nothing kept before it
-  __shared__ Box4<T> tile[256];
-  __shared__ int32_t lo_s;
+  SSD_SHARED(Box4<T>[256], tile);
+  SSD_SHARED(int32_t, lo_s);
   const int32_t kept_n = *kept_count;
   if (threadIdx.x == 0) {  // first kept position >= s0
     int32_t lo = 0, hi = kept_n;
@@ -168,8 +155,8 @@ __global__ void __launch_bounds__(256) suppress_by_kept_kernel(
   const int32_t lo = lo_s;
   const int32_t slices = static_cast<int32_t>(gridDim.y);
   const int32_t per = (kept_n - lo + slices - 1) / slices;
-  const int32_t j0 = lo + static_cast<int32_t>(blockIdx.y) * per, j1 = min(kept_n, j0 + per);
-  const int32_t q_end = min(seg_end[chunk_begin], chunk_begin + chunk_len);
+  const int32_t j0 = lo + static_cast<int32_t>(blockIdx.y) * per, j1 = min_(kept_n, j0 + per);
+  const int32_t q_end = min_(seg_end[chunk_begin], chunk_begin + chunk_len);
   const int32_t rel = blockIdx.x * 256 + threadIdx.x;
   const int32_t q = chunk_begin + rel;
   const bool active = rel < chunk_len && q < q_end;
@@ -180,7 +167,7 @@ __global__ void __launch_bounds__(256) suppress_by_kept_kernel(
     if (__syncthreads_and(sup)) break;  // also: nobody still reads the previous tile
     if (jt + threadIdx.x < j1) tile[threadIdx.x] = boxes[kept_pos[jt + threadIdx.x]];
     __syncthreads();
-    const int32_t nt = min(256, j1 - jt);
+    const int32_t nt = min_(256, j1 - jt);
     for (int32_t t = 0; t < nt && !sup; ++t) sup = iou(tile[t], box) > thr;
   }
   const unsigned ballot = __ballot_sync(0xffffffffu, active && sup);
@@ -199,9 +186,9 @@ __global__ void __launch_bounds__(64) chunk_mask_kernel(
     int32_t len, int32_t words, T thr, const ull* __restrict__ removed, ull* __restrict__ mask) {
   const int32_t rb = blockIdx.y, cb = blockIdx.x;
   if (cb < rb) return;
-  __shared__ Box4<T> col[64];
+  SSD_SHARED(Box4<T>[64], col);
   const int32_t j0 = cb * 64;
-  const int32_t cols = min(64, len - j0);
+  const int32_t cols = min_(64, len - j0);
   if (static_cast<int32_t>(threadIdx.x) < cols) {
     col[threadIdx.x] = boxes[chunk_begin + j0 + threadIdx.x];
   }
@@ -211,7 +198,7 @@ __global__ void __launch_bounds__(64) chunk_mask_kernel(
   const int32_t se = seg_end[chunk_begin + i] - chunk_begin;  // relative; may exceed len
   if (j0 >= se) return;
   const Box4<T> a = boxes[chunk_begin + i];
-  const int32_t jend = min(cols, se - j0);
+  const int32_t jend = min_(cols, se - j0);
   ull bits = 0;
   for (int32_t t = cb == rb ? static_cast<int32_t>(threadIdx.x) + 1 : 0; t < jend; ++t) {
     if (iou(a, col[t]) > thr) bits |= 1ull << t;
@@ -227,17 +214,17 @@ __global__ void __launch_bounds__(kChunkWords) chunk_greedy_kernel(
     const ull* __restrict__ mask, const int32_t* __restrict__ seg_end, int32_t chunk_begin,
     int32_t len, int32_t words, const ull* __restrict__ removed_in, int32_t* __restrict__ kept_pos,
     int32_t* __restrict__ kept_count) {
-  __shared__ ull removed[kChunkWords];
-  __shared__ ull diag[64];
-  __shared__ int32_t row_end[64];
-  __shared__ ull kept_s;
+  SSD_SHARED(ull[kChunkWords], removed);
+  SSD_SHARED(ull[64], diag);
+  SSD_SHARED(int32_t[64], row_end);
+  SSD_SHARED(ull, kept_s);
   const int tid = threadIdx.x;
   for (int w = tid; w < words; w += blockDim.x) removed[w] = removed_in[w];
   int32_t kept_n = *kept_count;
   __syncthreads();
   for (int32_t w = 0; w < words; ++w) {
     const int32_t row0 = w * 64;
-    const int32_t rows = min(64, len - row0);
+    const int32_t rows = min_(64, len - row0);
     if (tid < rows) {
       const bool dead = (removed[w] >> tid) & 1;  // removed by (a) or an earlier word
       diag[tid] = dead ? 0 : mask[static_cast<int64_t>(row0 + tid) * words + w];
@@ -279,7 +266,7 @@ __global__ void __launch_bounds__(kChunkWords) chunk_greedy_kernel(
 }
 
 // flags[grouped[kept_pos[k]]] = 1 for the kept positions: their ranks.
-__global__ void kept_flags_kernel(const int32_t* __restrict__ kept_pos,
+__global__ void __launch_bounds__(256) kept_flags_kernel(const int32_t* __restrict__ kept_pos,
                                   const int32_t* __restrict__ kept_count,
                                   const int32_t* __restrict__ grouped, uint8_t* __restrict__ flags,
                                   int64_t n) {
@@ -291,8 +278,9 @@ __global__ void kept_flags_kernel(const int32_t* __restrict__ kept_pos,
 }
 
 // out[k] = src[pos ? pos[k] : k] for k < count, as int64.
-__global__ void gather_kept_kernel(const int32_t* __restrict__ src, const int32_t* __restrict__ pos,
-                                   int64_t count, int64_t* __restrict__ out) {
+__global__ void __launch_bounds__(256) gather_kept_kernel(
+    const int32_t* __restrict__ src, const int32_t* __restrict__ pos, int64_t count,
+    int64_t* __restrict__ out) {
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count;
        k += int64_t(gridDim.x) * blockDim.x) {
     out[k] = src[pos != nullptr ? pos[k] : k];
@@ -305,7 +293,7 @@ template <typename T>
 std::pair<at::Tensor, at::Tensor> chunked_nms(const at::Tensor& sorted_boxes,
                                               const at::Tensor& seg_start,
                                               const at::Tensor& seg_end, int64_t n, T thr,
-                                              cudaStream_t stream) {
+                                              dev::Stream stream) {
   const auto opts = seg_start.options();
   at::Tensor kept_pos = at::empty({n}, opts);
   at::Tensor kept_count = at::zeros({1}, opts);
@@ -319,29 +307,26 @@ std::pair<at::Tensor, at::Tensor> chunked_nms(const at::Tensor& sorted_boxes,
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int32_t len = static_cast<int32_t>(std::min<int64_t>(kChunk, n - begin));
     const int32_t words = (len + 63) / 64;
-    C10_CUDA_CHECK(cudaMemsetAsync(removed_p, 0, words * sizeof(ull), stream));
+    dev::memset_async(removed_p, 0, words * sizeof(ull), stream);
     if (begin > 0) {
-      suppress_by_kept_kernel<T><<<dim3((len + 255) / 256, kKeptSlices), 256, 0, stream>>>(
+      dev::launch<suppress_by_kept_kernel<T>>(dim3((len + 255) / 256, kKeptSlices), 256, 0, stream,
           boxes, seg_start.data_ptr<int32_t>(), seg_end.data_ptr<int32_t>(),
-          kept_pos.data_ptr<int32_t>(), kept_count.data_ptr<int32_t>(),
-          static_cast<int32_t>(begin), len, thr, removed_p);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          kept_pos.data_ptr<int32_t>(), kept_count.data_ptr<int32_t>(), static_cast<int32_t>(begin),
+          len, thr, removed_p);
     }
-    chunk_mask_kernel<T><<<dim3(words, words), 64, 0, stream>>>(
-        boxes, seg_end.data_ptr<int32_t>(), static_cast<int32_t>(begin), len, words, thr,
-        removed_p, mask_p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    chunk_greedy_kernel<<<1, kChunkWords, 0, stream>>>(
-        mask_p, seg_end.data_ptr<int32_t>(), static_cast<int32_t>(begin), len, words, removed_p,
-        kept_pos.data_ptr<int32_t>(), kept_count.data_ptr<int32_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dev::launch<chunk_mask_kernel<T>>(dim3(words, words), 64, 0, stream, boxes,
+        seg_end.data_ptr<int32_t>(), static_cast<int32_t>(begin), len, words, thr, removed_p,
+        mask_p);
+    dev::launch<chunk_greedy_kernel>(1, kChunkWords, 0, stream, mask_p, seg_end.data_ptr<int32_t>(),
+        static_cast<int32_t>(begin), len, words, removed_p, kept_pos.data_ptr<int32_t>(),
+        kept_count.data_ptr<int32_t>());
   }
   return {kept_pos, kept_count};
 }
 
 // Rank order of the scores: order[r] = index of the box of rank r.
 template <typename scalar_t>
-at::Tensor rank_order_cuda(const at::Tensor& scores, int64_t n, cudaStream_t stream) {
+at::Tensor rank_order_cuda(const at::Tensor& scores, int64_t n, dev::Stream stream) {
   using acc_t = at::opmath_type<scalar_t>;
   using key_t = skey_t<acc_t>;
   const auto iopts = scores.options().dtype(at::kInt);
@@ -350,33 +335,28 @@ at::Tensor rank_order_cuda(const at::Tensor& scores, int64_t n, cudaStream_t str
   key_t* keys_in = reinterpret_cast<key_t*>(keys.data_ptr());
   key_t* keys_out = keys_in + n;
   at::Tensor vals = at::empty({n}, iopts), order = at::empty({n}, iopts);
-  score_keys_kernel<scalar_t><<<blocks_for(n, 256), 256, 0, stream>>>(
+  dev::launch<score_keys_kernel<scalar_t>>(blocks_for(n, 256), 256, 0, stream,
       scores.data_ptr<scalar_t>(), n, keys_in, vals.data_ptr<int32_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  cub_call(scores, [&](void* temp, size_t& bytes) {
-    return cub::DeviceRadixSort::SortPairs(temp, bytes, keys_in, keys_out,
-                                           vals.data_ptr<int32_t>(), order.data_ptr<int32_t>(),
-                                           n, 0, int(sizeof(key_t) * 8), stream);
-  });
+  dev::radix_sort_pairs(keys_in, keys_out, vals.data_ptr<int32_t>(), order.data_ptr<int32_t>(), n,
+                        0, int(sizeof(key_t) * 8), stream, scores.options());
   return order;
 }
 
 at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   const int64_t n = check_nms_args("nms", boxes, scores, iou_threshold);
-  const c10::cuda::CUDAGuard guard(boxes.device());
+  const dev::DeviceGuard guard(boxes.device());
   if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const dev::Stream stream = dev::current_stream();
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "nms_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor order = rank_order_cuda<scalar_t>(s, n, stream);
     at::Tensor sorted = at::empty({n, static_cast<int64_t>(sizeof(Box4<acc_t>))},
                                   b.options().dtype(at::kByte));
-    gather_boxes_kernel<scalar_t><<<blocks_for(n, 256), 256, 0, stream>>>(
+    dev::launch<gather_boxes_kernel<scalar_t>>(blocks_for(n, 256), 256, 0, stream,
         b.data_ptr<scalar_t>(), order.data_ptr<int32_t>(), nullptr, n,
         reinterpret_cast<Box4<acc_t>*>(sorted.data_ptr()));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
     const at::Tensor seg_start = at::zeros({n}, order.options());  // one segment: [0, n)
     const at::Tensor seg_end = at::full({n}, n, order.options());
     auto [kept_pos, kept_count] = chunked_nms<acc_t>(sorted, seg_start, seg_end, n,
@@ -384,10 +364,8 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double io
     const int64_t count = kept_count.item<int32_t>();  // the one host synchronisation
     out = at::empty({count}, b.options().dtype(at::kLong));
     if (count > 0) {
-      gather_kept_kernel<<<blocks_for(count, 256), 256, 0, stream>>>(
-          order.data_ptr<int32_t>(), kept_pos.data_ptr<int32_t>(), count,
-          out.data_ptr<int64_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      dev::launch<gather_kept_kernel>(blocks_for(count, 256), 256, 0, stream,
+          order.data_ptr<int32_t>(), kept_pos.data_ptr<int32_t>(), count, out.data_ptr<int64_t>());
     }
   });
   return out;
@@ -398,11 +376,11 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
   constexpr const char* op = "batched_nms";
   const int64_t n = check_nms_args(op, boxes, scores, iou_threshold);
   check_idxs(op, boxes, idxs);
-  const c10::cuda::CUDAGuard guard(boxes.device());
+  const dev::DeviceGuard guard(boxes.device());
   if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
   const at::Tensor cls = idxs.to(at::kLong).contiguous();
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const dev::Stream stream = dev::current_stream();
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), op, [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -413,44 +391,33 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
     uint64_t* ckeys_in = reinterpret_cast<uint64_t*>(ckeys.data_ptr<int64_t>());
     uint64_t* ckeys_out = ckeys_in + n;
     at::Tensor ranks = at::empty({n}, iopts), grouped = at::empty({n}, iopts);
-    class_keys_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(
-        cls.data_ptr<int64_t>(), order.data_ptr<int32_t>(), n, ckeys_in, ranks.data_ptr<int32_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    cub_call(b, [&](void* temp, size_t& bytes) {
-      return cub::DeviceRadixSort::SortPairs(temp, bytes, ckeys_in, ckeys_out,
-                                             ranks.data_ptr<int32_t>(),
-                                             grouped.data_ptr<int32_t>(), n, 0, 64, stream);
-    });
+    dev::launch<class_keys_kernel>(blocks_for(n, 256), 256, 0, stream, cls.data_ptr<int64_t>(),
+        order.data_ptr<int32_t>(), n, ckeys_in, ranks.data_ptr<int32_t>());
+    dev::radix_sort_pairs(ckeys_in, ckeys_out, ranks.data_ptr<int32_t>(),
+                          grouped.data_ptr<int32_t>(), n, 0, 64, stream, b.options());
     at::Tensor seg_start = at::empty({n}, iopts), seg_end = at::empty({n}, iopts);
-    segment_bounds_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(
-        ckeys_out, n, seg_start.data_ptr<int32_t>(), seg_end.data_ptr<int32_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dev::launch<segment_bounds_kernel>(blocks_for(n, 256), 256, 0, stream, ckeys_out, n,
+        seg_start.data_ptr<int32_t>(), seg_end.data_ptr<int32_t>());
     at::Tensor sorted = at::empty({n, static_cast<int64_t>(sizeof(Box4<acc_t>))},
                                   b.options().dtype(at::kByte));
-    gather_boxes_kernel<scalar_t><<<blocks_for(n, 256), 256, 0, stream>>>(
+    dev::launch<gather_boxes_kernel<scalar_t>>(blocks_for(n, 256), 256, 0, stream,
         b.data_ptr<scalar_t>(), order.data_ptr<int32_t>(), grouped.data_ptr<int32_t>(), n,
         reinterpret_cast<Box4<acc_t>*>(sorted.data_ptr()));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
     auto [kept_pos, kept_count] = chunked_nms<acc_t>(sorted, seg_start, seg_end, n,
                                                      threshold_below<acc_t>(iou_threshold), stream);
     // back to rank order: flag the kept ranks, then select order[r] for the flagged r
     at::Tensor flags = at::zeros({n}, b.options().dtype(at::kByte));
-    kept_flags_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(
-        kept_pos.data_ptr<int32_t>(), kept_count.data_ptr<int32_t>(),
-        grouped.data_ptr<int32_t>(), flags.data_ptr<uint8_t>(), n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dev::launch<kept_flags_kernel>(blocks_for(n, 256), 256, 0, stream, kept_pos.data_ptr<int32_t>(),
+        kept_count.data_ptr<int32_t>(), grouped.data_ptr<int32_t>(), flags.data_ptr<uint8_t>(), n);
     at::Tensor selected = at::empty({n}, iopts), num_selected = at::empty({1}, cls.options());
-    cub_call(b, [&](void* temp, size_t& bytes) {
-      return cub::DeviceSelect::Flagged(temp, bytes, order.data_ptr<int32_t>(),
-                                        flags.data_ptr<uint8_t>(), selected.data_ptr<int32_t>(),
-                                        num_selected.data_ptr<int64_t>(), n, stream);
-    });
+    dev::select_flagged(order.data_ptr<int32_t>(), flags.data_ptr<uint8_t>(),
+                        selected.data_ptr<int32_t>(), num_selected.data_ptr<int64_t>(), n, stream,
+                        b.options());
     const int64_t count = kept_count.item<int32_t>();  // the one host synchronisation
     out = at::empty({count}, b.options().dtype(at::kLong));
     if (count > 0) {
-      gather_kept_kernel<<<blocks_for(count, 256), 256, 0, stream>>>(
+      dev::launch<gather_kept_kernel>(blocks_for(count, 256), 256, 0, stream,
           selected.data_ptr<int32_t>(), nullptr, count, out.data_ptr<int64_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
   return out;
@@ -484,11 +451,11 @@ struct Selection {
 
 template <typename CK, typename Gen>
 __device__ Selection<CK> block_select(const Gen& gen, int64_t n, int64_t k) {
-  __shared__ unsigned hist[256];
-  __shared__ ull total_s;
-  __shared__ CK prefix_s;
-  __shared__ int64_t remaining_s;
-  __shared__ int done_s;
+  SSD_SHARED(unsigned[256], hist);
+  SSD_SHARED(ull, total_s);
+  SSD_SHARED(CK, prefix_s);
+  SSD_SHARED(int64_t, remaining_s);
+  SSD_SHARED(int, done_s);
   const int tid = threadIdx.x;
   if (tid == 0) total_s = 0;
   __syncthreads();
@@ -539,7 +506,7 @@ template <typename CK, typename Gen>
 __device__ int64_t block_select_sorted(const Gen& gen, int64_t n, int64_t k, CK* out) {
   if (k <= 0) return 0;  // max_detections = 0 (block-uniform)
   const Selection<CK> sel = block_select<CK>(gen, n, k);
-  __shared__ ull fill_s;
+  SSD_SHARED(ull, fill_s);
   if (threadIdx.x == 0) fill_s = 0;
   __syncthreads();
   for (int64_t q = threadIdx.x; q < n; q += blockDim.x) {
@@ -614,7 +581,7 @@ __global__ void __launch_bounds__(kSegThreads) segment_nms_kernel(
     int32_t* __restrict__ kept_count) {
   using T = at::opmath_type<scalar_t>;
   using CK = ckey_t<T>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  SSD_DYNAMIC_SHARED(smem);
   const int64_t seg = blockIdx.x;
   const int64_t b = seg / lay.s, c = lay.class_of(seg % lay.s);
   unsigned char* base = global_scratch != nullptr ? global_scratch + seg * seg_bytes : smem;
@@ -632,8 +599,9 @@ __global__ void __launch_bounds__(kSegThreads) segment_nms_kernel(
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     bx[i] = load_box<T>(src.at(b, low_of(cand[i]), c));
   }
-  __shared__ ull tile_mask[kTile];
-  __shared__ ull removed_s, kept_s;
+  SSD_SHARED(ull[kTile], tile_mask);
+  SSD_SHARED(ull, removed_s);
+  SSD_SHARED(ull, kept_s);
   const int tid = threadIdx.x;
   const int row = tid % kTile, slice = tid / kTile;
   constexpr int kSlices = kSegThreads / kTile;
@@ -654,7 +622,7 @@ __global__ void __launch_bounds__(kSegThreads) segment_nms_kernel(
       }
       ull bits = 0;  // against the later candidates of the tile, a quarter of them each
       constexpr int kPer = kTile / kSlices;
-      for (int t = max(row + 1, slice * kPer); t < min(tn, (slice + 1) * kPer); ++t) {
+      for (int t = max_(row + 1, slice * kPer); t < min_(tn, (slice + 1) * kPer); ++t) {
         if (iou(a, bx[t0 + t]) > thr) bits |= 1ull << t;
       }
       if (bits != 0) atomicOr(&tile_mask[row], bits);
@@ -693,7 +661,7 @@ __global__ void __launch_bounds__(kSegThreads) merge_detections_kernel(
     int64_t* __restrict__ out_labels, int64_t* __restrict__ out_num) {
   using T = at::opmath_type<scalar_t>;
   using CK = ckey_t<T>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  SSD_DYNAMIC_SHARED(smem);
   const int64_t b = blockIdx.x;
   CK* sel = global_scratch != nullptr ? global_scratch + b * sel_cap : reinterpret_cast<CK*>(smem);
   const int64_t k = lay.topk;
@@ -729,7 +697,7 @@ __global__ void __launch_bounds__(kSegThreads) merge_detections_kernel(
 template <typename scalar_t>
 void multiclass_core_cuda(const MulticlassPlan& pl, const at::Tensor& keys,
                           const BoxSource<scalar_t>& src, double iou_threshold, Detections& out,
-                          cudaStream_t stream) {
+                          dev::Stream stream) {
   using T = at::opmath_type<scalar_t>;
   using CK = ckey_t<T>;
   const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
@@ -745,34 +713,30 @@ void multiclass_core_cuda(const MulticlassPlan& pl, const at::Tensor& keys,
     at::Tensor scratch = at::empty({in_smem ? 1 : segments * sc.bytes()}, bytes);
     TORCH_CHECK(segments < (int64_t(1) << 31), "multiclass_nms: at most 2^31 - 1 (image, class) "
                 "pairs are supported, got ", segments);
-    segment_nms_kernel<scalar_t><<<static_cast<unsigned>(segments), kSegThreads,
-                                   in_smem ? sc.bytes() : 0, stream>>>(
-        reinterpret_cast<const skey_t<T>*>(keys.data_ptr()), src, lay,
-        threshold_below<T>(iou_threshold), sc.keys_bytes(), sc.boxes_bytes(), sc.bytes(),
+    dev::launch<segment_nms_kernel<scalar_t>>(static_cast<unsigned>(segments), kSegThreads,
+        in_smem ? sc.bytes() : 0, stream, reinterpret_cast<const skey_t<T>*>(keys.data_ptr()), src,
+        lay, threshold_below<T>(iou_threshold), sc.keys_bytes(), sc.boxes_bytes(), sc.bytes(),
         in_smem ? nullptr : scratch.data_ptr<uint8_t>(),
         reinterpret_cast<CK*>(kept_keys.data_ptr()), kept_count.data_ptr<int32_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   if (pl.b == 0) return;
   const int64_t sel_cap = next_pow2(std::max<int64_t>(1, pl.max_det));
   const bool in_smem = sel_cap * sizeof(CK) <= kMaxSmem;
   at::Tensor scratch = at::empty({in_smem ? 1 : pl.b * sel_cap * int64_t(sizeof(CK))}, bytes);
-  merge_detections_kernel<scalar_t><<<static_cast<unsigned>(pl.b), kSegThreads,
-                                      in_smem ? sel_cap * sizeof(CK) : 0, stream>>>(
-      reinterpret_cast<const CK*>(kept_keys.data_ptr()), kept_count.data_ptr<int32_t>(), src,
-      lay, sel_cap, in_smem ? nullptr : reinterpret_cast<CK*>(scratch.data_ptr()),
-      out.boxes.data_ptr<scalar_t>(), out.scores.data_ptr<scalar_t>(),
-      out.labels.data_ptr<int64_t>(), out.num.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  dev::launch<merge_detections_kernel<scalar_t>>(static_cast<unsigned>(pl.b), kSegThreads,
+      in_smem ? sel_cap * sizeof(CK) : 0, stream, reinterpret_cast<const CK*>(kept_keys.data_ptr()),
+      kept_count.data_ptr<int32_t>(), src, lay, sel_cap,
+      in_smem ? nullptr : reinterpret_cast<CK*>(scratch.data_ptr()), out.boxes.data_ptr<scalar_t>(),
+      out.scores.data_ptr<scalar_t>(), out.labels.data_ptr<int64_t>(), out.num.data_ptr<int64_t>());
 }
 
 // Step 1 of multiclass_nms: keys[(b * S + s) * P + p] from scores[b, p, class_of(s)]. One
 // thread per key, p fastest, so the writes coalesce (the reads are strided by C and served by
 // L2, each 32-byte sector being read for several classes).
 template <typename scalar_t>
-__global__ void multiclass_keys_kernel(const scalar_t* __restrict__ scores, SegmentLayout lay,
-                                       int64_t c_n, at::opmath_type<scalar_t> thr,
-                                       skey_t<at::opmath_type<scalar_t>>* __restrict__ keys) {
+__global__ void __launch_bounds__(256) multiclass_keys_kernel(
+    const scalar_t* __restrict__ scores, SegmentLayout lay, int64_t c_n,
+    at::opmath_type<scalar_t> thr, skey_t<at::opmath_type<scalar_t>>* __restrict__ keys) {
   using T = at::opmath_type<scalar_t>;
   const int64_t total = lay.b * lay.s * lay.p;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
@@ -794,10 +758,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cuda(
     int64_t background_class) {
   const MulticlassPlan pl = plan_multiclass_nms(boxes, scores, score_threshold, iou_threshold,
                                                 topk_per_class, max_detections, background_class);
-  const c10::cuda::CUDAGuard guard(boxes.device());
+  const dev::DeviceGuard guard(boxes.device());
   Detections out = empty_detections(pl, boxes.options());
   const at::Tensor b = boxes.contiguous(), s = scores.contiguous();
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const dev::Stream stream = dev::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "multiclass_nms", [&] {
     using T = at::opmath_type<scalar_t>;
     const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
@@ -805,10 +769,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cuda(
     at::Tensor keys = at::empty({std::max<int64_t>(1, total * int64_t(sizeof(skey_t<T>)))},
                                 b.options().dtype(at::kByte));
     if (total > 0) {
-      multiclass_keys_kernel<scalar_t><<<blocks_for(total, 256), 256, 0, stream>>>(
+      dev::launch<multiclass_keys_kernel<scalar_t>>(blocks_for(total, 256), 256, 0, stream,
           s.data_ptr<scalar_t>(), lay, pl.c, threshold_below<T>(score_threshold),
           reinterpret_cast<skey_t<T>*>(keys.data_ptr()));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     const int64_t per_prior = pl.per_class_boxes ? pl.c : 1;
     const BoxSource<scalar_t> src{b.data_ptr<scalar_t>(), pl.p * per_prior * 4, per_prior * 4,
@@ -823,7 +786,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cuda(
 // kernel (max, then sum of exp_det, class order; exp_det is recomputed rather than stored).
 // The logit reads are strided by C across threads: fine for C up to ~100 (L1 serves them).
 template <typename scalar_t>
-__global__ void decode_softmax_keys_kernel(
+__global__ void __launch_bounds__(128) decode_softmax_keys_kernel(
     const scalar_t* __restrict__ loc, const scalar_t* __restrict__ logits,
     const scalar_t* __restrict__ priors, SegmentLayout lay, int64_t c_n,
     at::opmath_type<scalar_t> v0, at::opmath_type<scalar_t> v1, at::opmath_type<scalar_t> v2,
@@ -864,11 +827,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cuda(
   const MulticlassPlan pl =
       plan_ssd_postprocess(loc, conf_logits, priors, variances, score_threshold, iou_threshold,
                            topk_per_class, max_detections, background_class);
-  const c10::cuda::CUDAGuard guard(loc.device());
+  const dev::DeviceGuard guard(loc.device());
   Detections out = empty_detections(pl, loc.options());
   const at::Tensor l = loc.contiguous(), cl = conf_logits.contiguous(), pr = priors.contiguous();
   at::Tensor decoded = at::empty({pl.b, pl.p, 4}, loc.options());
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const dev::Stream stream = dev::current_stream();
   const auto dtype = l.scalar_type();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssd_postprocess", [&] {
     using T = at::opmath_type<scalar_t>;
@@ -877,12 +840,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cuda(
     at::Tensor keys = at::empty({std::max<int64_t>(1, total * int64_t(sizeof(skey_t<T>)))},
                                 l.options().dtype(at::kByte));
     if (total > 0) {  // S >= 1, so C >= 1
-      decode_softmax_keys_kernel<scalar_t><<<blocks_for(pl.b * pl.p, 128), 128, 0, stream>>>(
-          l.data_ptr<scalar_t>(), cl.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(), lay, pl.c,
-          T(variances[0]), T(variances[1]), T(variances[2]), T(variances[3]), clip,
+      dev::launch<decode_softmax_keys_kernel<scalar_t>>(blocks_for(pl.b * pl.p, 128), 128, 0,
+          stream, l.data_ptr<scalar_t>(), cl.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(), lay,
+          pl.c, T(variances[0]), T(variances[1]), T(variances[2]), T(variances[3]), clip,
           threshold_below<T>(score_threshold), decoded.data_ptr<scalar_t>(),
           reinterpret_cast<skey_t<T>*>(keys.data_ptr()));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     const BoxSource<scalar_t> src{decoded.data_ptr<scalar_t>(), pl.p * 4, 4, 0};
     multiclass_core_cuda<scalar_t>(pl, keys, src, iou_threshold, out, stream);
@@ -892,7 +854,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssd_fast, CUDA, m) {
+TORCH_LIBRARY_IMPL(ssd_fast, SSD_FAST_CUDA_KEY, m) {
   m.impl("nms", &nms_cuda);
   m.impl("batched_nms", &batched_nms_cuda);
   m.impl("multiclass_nms", &multiclass_nms_cuda);

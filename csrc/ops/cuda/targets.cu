@@ -16,14 +16,14 @@
 // G is limited by shared memory (~6k GTs in float32 on an H100): a clear error beyond.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <tuple>
+#include <type_traits>
 
 #include "ops/box_math.h"
 #include "ops/cuda/block_reduce.cuh"
+#include "ops/cuda/device.cuh"
 #include "ops/target_checks.h"
 #include "ops/target_math.h"
 
@@ -58,7 +58,7 @@ match_kernel(const scalar_t* __restrict__ gt_boxes, const int64_t* __restrict__ 
              int64_t* out_idx, scalar_t* out_iou, scalar_t* __restrict__ out_loc,
              int64_t* __restrict__ out_labels) {
   using acc_t = at::opmath_type<scalar_t>;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SSD_DYNAMIC_SHARED(smem_raw);
   // Shared memory: gbox [G][5] (x1 y1 x2 y2 area) | gbest_iou [G] | valid [G] | gbest_p [G] |
   // done [G]; the small reduction scratch lives in static shared memory.
   acc_t* gbox = reinterpret_cast<acc_t*>(smem_raw);
@@ -66,9 +66,9 @@ match_kernel(const scalar_t* __restrict__ gt_boxes, const int64_t* __restrict__ 
   int32_t* valid = reinterpret_cast<int32_t*>(gbest_iou + G);
   int32_t* gbest_p = valid + G;
   uint8_t* done = reinterpret_cast<uint8_t*>(gbest_p + G);
-  __shared__ Cand<acc_t> red[cuda::kMaxWarps];
-  __shared__ Cand<acc_t> res;
-  __shared__ int32_t s_ng;
+  SSD_SHARED(Cand<acc_t>[cuda::kMaxWarps], red);
+  SSD_SHARED(Cand<acc_t>, res);
+  SSD_SHARED(int32_t, s_ng);
 
   const int64_t b = blockIdx.x;
   const int tid = threadIdx.x;
@@ -230,13 +230,11 @@ void launch_match(const at::Tensor& gt_boxes, const at::Tensor& gt_labels,
   const at::Tensor gt = gt_boxes.contiguous();
   const at::Tensor lab = gt_labels.to(at::kLong).contiguous();
   const at::Tensor pr = priors.contiguous();
-  auto stream = at::cuda::getCurrentCUDAStream();
+  const dev::Stream stream = dev::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gt.scalar_type(), "ssd_targets_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const size_t smem = SharedLayout<acc_t>::bytes(G);
-    int max_smem = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin,
-                                          gt.device().index()));
+    const int max_smem = dev::max_dynamic_smem(gt.device());
     TORCH_CHECK(smem + 4096 <= static_cast<size_t>(max_smem), op,
                 ": on CUDA at most ", (max_smem - 4096) / SharedLayout<acc_t>::bytes(1),
                 " GT boxes per image fit for this dtype, got G = ", G);
@@ -244,19 +242,18 @@ void launch_match(const at::Tensor& gt_boxes, const at::Tensor& gt_labels,
     at::Tensor best_g = at::empty({B, P}, gt.options().dtype(at::kInt));
     const acc_t v[4] = {variances ? acc_t(variances[0]) : acc_t(1), variances ? acc_t(variances[1]) : acc_t(1),
                         variances ? acc_t(variances[2]) : acc_t(1), variances ? acc_t(variances[3]) : acc_t(1)};
-    auto run = [&](auto kernel) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
-      kernel<<<static_cast<unsigned>(B), kThreads, smem, stream>>>(
-          gt.data_ptr<scalar_t>(), lab.data_ptr<int64_t>(), pr.data_ptr<scalar_t>(), G, P,
-          static_cast<acc_t>(iou_threshold), mode == MatchMode::kBipartite, v[0], v[1], v[2],
-          v[3], best_iou.data_ptr<acc_t>(), best_g.data_ptr<int32_t>(), idx.data_ptr<int64_t>(),
-          iou.data_ptr<scalar_t>(), loc ? loc->data_ptr<scalar_t>() : nullptr,
+    auto run = [&](auto targets) {
+      constexpr auto kernel = match_kernel<scalar_t, decltype(targets)::value>;
+      dev::set_max_dynamic_smem<kernel>(static_cast<int>(smem));
+      dev::launch<kernel>(static_cast<unsigned>(B), kThreads, smem, stream, gt.data_ptr<scalar_t>(),
+          lab.data_ptr<int64_t>(), pr.data_ptr<scalar_t>(), G, P, static_cast<acc_t>(iou_threshold),
+          mode == MatchMode::kBipartite, v[0], v[1], v[2], v[3], best_iou.data_ptr<acc_t>(),
+          best_g.data_ptr<int32_t>(), idx.data_ptr<int64_t>(), iou.data_ptr<scalar_t>(),
+          loc ? loc->data_ptr<scalar_t>() : nullptr,
           labels ? labels->data_ptr<int64_t>() : nullptr);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
-    if (loc) run(match_kernel<scalar_t, true>);
-    else run(match_kernel<scalar_t, false>);
+    if (loc) run(std::true_type{});
+    else run(std::false_type{});
   });
 }
 
@@ -266,7 +263,7 @@ std::tuple<at::Tensor, at::Tensor> match_priors_cuda(const at::Tensor& gt_boxes,
                                                      double iou_threshold, c10::string_view mode) {
   const MatchMode m =
       check_match_args("match_priors", gt_boxes, gt_labels, priors, iou_threshold, mode);
-  const c10::cuda::CUDAGuard guard(gt_boxes.device());
+  const dev::DeviceGuard guard(gt_boxes.device());
   const int64_t B = gt_boxes.size(0), P = priors.size(0);
   at::Tensor idx = at::empty({B, P}, gt_labels.options().dtype(at::kLong));
   at::Tensor iou = at::empty({B, P}, gt_boxes.options());
@@ -281,7 +278,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssd_targets_cuda(
   const MatchMode m =
       check_match_args("ssd_targets", gt_boxes, gt_labels, priors, iou_threshold, mode);
   check_variances("ssd_targets", variances);
-  const c10::cuda::CUDAGuard guard(gt_boxes.device());
+  const dev::DeviceGuard guard(gt_boxes.device());
   const int64_t B = gt_boxes.size(0), P = priors.size(0);
   at::Tensor idx = at::empty({B, P}, gt_labels.options().dtype(at::kLong));
   at::Tensor iou = at::empty({B, P}, gt_boxes.options());
@@ -294,7 +291,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssd_targets_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ssd_fast, CUDA, m) {
+TORCH_LIBRARY_IMPL(ssd_fast, SSD_FAST_CUDA_KEY, m) {
   m.impl("match_priors", &match_priors_cuda);
   m.impl("ssd_targets", &ssd_targets_cuda);
 }
