@@ -1,14 +1,17 @@
 """Shared fixtures of the ssd_fast test suite.
 
 ``device`` runs a test once per backend: ``"cpu"`` always, ``"cuda"`` (marked ``cuda``) only
-where a GPU is present and the kernels were compiled with CUDA; otherwise that case is
-skipped with the reason. ``gen`` is a seeded CPU generator: build inputs on the CPU with it,
-then move them to ``device``, so that both backends see the very same numbers.
+where a GPU is present and the kernels were compiled with CUDA, and ``"emu"`` (marked ``emu``),
+the CUDA kernels executed on the CPU by the emulated device of csrc/emu/ (tests/emu_device.py),
+wherever ssd_fast._C_emu is built; otherwise that case is skipped with the reason. ``gen`` is a
+seeded CPU generator: build inputs on the CPU with it, then move them to ``device``, so that
+every backend sees the very same numbers.
 """
 import pytest
 import torch
 
 import ssd_fast
+from emu_device import SKIP_REASON as _EMU_SKIP
 
 SEED = 0
 
@@ -29,6 +32,8 @@ DEVICES = [
     pytest.param("cuda", marks=[pytest.mark.cuda,
                                 pytest.mark.skipif(_CUDA_SKIP is not None,
                                                    reason=_CUDA_SKIP or "")]),
+    pytest.param("emu", marks=[pytest.mark.emu,
+                               pytest.mark.skipif(_EMU_SKIP is not None, reason=_EMU_SKIP or "")]),
 ]
 
 
