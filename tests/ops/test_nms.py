@@ -16,6 +16,7 @@ from ssd_fast import ops
 from ssd_fast.ops import reference as ref
 
 from _fake_parity import assert_fake_raises_the_same
+from emu_device import opcheck
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 THRESHOLDS = [0.0, 0.5, 1.0]
@@ -154,7 +155,10 @@ def test_nms_sizes(device, gen, kind, n):
 @pytest.mark.parametrize("n", [20000, 100_000])
 def test_nms_large(device, gen, n):
     """Past one CUDA chunk (16384 boxes); on the CPU against torchvision (clustered, so that
-    torchvision's O(N * kept) loop stays fast)."""
+    torchvision's O(N * kept) loop stays fast). Emulated, 20000 boxes take ~10 s (two chunks,
+    the second one tested against the first one's kept boxes): 100000 go the same way."""
+    if device.type == "emu" and n > 20000:
+        pytest.skip("emulated: the 20000-box case reaches the same paths")
     boxes, scores = (t.float() for t in make_case(gen, "clustered", n))
     out = ops.nms(boxes.to(device), scores.to(device), 0.5)
     check_keep(out, tv_nms(boxes, scores, 0.5), device)
@@ -212,7 +216,7 @@ def test_nms_nan_and_infinite(device, gen):
     boxes[9] = NAN
     boxes[10] = boxes[11]  # a NaN-free duplicate pair next to them
     scores[[7, 8]] = 2.0  # NaN boxes with the best scores
-    out = ops.nms(boxes.to(device), scores.to(device), 0.5).cpu()
+    out = ops.nms(boxes.to(device), scores.to(device), 0.5)
     assert out[:3].tolist() == [3, 50, 120]
     assert {7, 8, 9} <= set(out.tolist())
     check_keep(out, tv_nms(boxes, scores, 0.5), device)
@@ -262,12 +266,13 @@ def test_batched_nms_many_boxes(device, gen, kind, classes):
     the order of equal scores (lower index first) is checked against the reference."""
     boxes, scores = (t.float() for t in make_case(gen, kind, 5000))
     idxs = random_idxs(gen, len(boxes), classes)
-    out = ops.batched_nms(boxes.to(device), scores.to(device), idxs.to(device), 0.5).cpu()
+    kept = ops.batched_nms(boxes.to(device), scores.to(device), idxs.to(device), 0.5)
+    out = kept.cpu()
     expected = tv_batched_nms(boxes, scores, idxs, 0.5)
     assert torch.equal(out.sort().values, expected.sort().values)
     assert torch.equal(scores[out], scores[expected])
     if classes <= 80:
-        check_keep(out, ref.batched_nms(boxes, scores, idxs, 0.5), device)
+        check_keep(kept, ref.batched_nms(boxes, scores, idxs, 0.5), device)
     else:  # the reference's per-class Python loop would be slow; ties: lower index first
         assert bool(((scores[out][1:] < scores[out][:-1]) |
                      ((scores[out][1:] == scores[out][:-1]) & (out[1:] > out[:-1]))).all())
@@ -294,9 +299,10 @@ def test_batched_nms_one_class_is_nms(device, gen):
 
 def test_batched_nms_one_million_boxes(device, gen):
     """Memory linear in N: 10^6 boxes in 1000 classes (no N^2 mask, no per-class loop);
-    every class's kept boxes equal nms on that class alone, in score order."""
-    n = 1_000_000
-    boxes = clustered_boxes(gen, n, clusters=5000).float()
+    every class's kept boxes equal nms on that class alone, in score order. Emulated: 20000
+    boxes (two chunks, classes across the chunk border), 1000 classes all the same."""
+    n = 20_000 if device.type == "emu" else 1_000_000
+    boxes = clustered_boxes(gen, n, clusters=n // 200).float()
     scores = torch.rand(n, generator=gen)
     idxs = torch.randint(0, 1000, (n,), generator=gen)
     out = ops.batched_nms(boxes.to(device), scores.to(device), idxs.to(device), 0.5).cpu()
@@ -321,8 +327,9 @@ def test_empty(device, dtype):
 
 
 def test_deterministic(device, gen):
-    boxes, scores = (t.float().to(device) for t in make_case(gen, "clustered_ties", 20000))
-    idxs = random_idxs(gen, 20000, 10).to(device)
+    n = 3000 if device.type == "emu" else 20000  # emulated: each launch runs twice and compares
+    boxes, scores = (t.float().to(device) for t in make_case(gen, "clustered_ties", n))
+    idxs = random_idxs(gen, n, 10).to(device)
     assert torch.equal(ops.nms(boxes, scores, 0.5), ops.nms(boxes, scores, 0.5))
     assert torch.equal(ops.batched_nms(boxes, scores, idxs, 0.5),
                        ops.batched_nms(boxes, scores, idxs, 0.5))
@@ -341,7 +348,10 @@ def test_opcheck(device, gen, sample, dtype):
     name, args = OPCHECK_SAMPLES[sample](gen)
     args = [a.to(device).to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point()
             else a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
-    torch.library.opcheck(getattr(torch.ops.ssd_fast, name).default, args)
+    # The output size depends on the data: the static AOT test cannot trace it (on the CPU it
+    # passed only because fake tensors run small CPU inputs through the real kernel); the
+    # dynamic one does, with an unbacked size.
+    opcheck(getattr(torch.ops.ssd_fast, name).default, args, skip=("test_aot_dispatch_static",))
 
 
 def _nms_then_gather(boxes, scores, idxs):
