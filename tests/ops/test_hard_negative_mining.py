@@ -14,6 +14,7 @@ from ssd_fast.bench import sort_twice_mining
 from ssd_fast.ops import reference as ref
 
 from _fake_parity import assert_fake_raises_the_same
+from emu_device import opcheck
 from _target_cases import DTYPES, INF, NAN, dtype_id, on, one_thread
 
 RATIOS = [0.0, 1.0, 3.0, 2.5]
@@ -457,7 +458,7 @@ OPCHECK_SAMPLES = {
 
 @pytest.mark.parametrize("sample", OPCHECK_SAMPLES)
 def test_opcheck(device, gen, sample):
-    torch.library.opcheck(torch.ops.ssd_fast.hard_negative_mining.default,
+    opcheck(torch.ops.ssd_fast.hard_negative_mining.default,
                           on(OPCHECK_SAMPLES[sample](gen), device))
 
 

@@ -11,6 +11,7 @@ from ssd_fast import ops
 from ssd_fast.ops import reference as ref
 
 from _fake_parity import assert_fake_raises_the_same
+from emu_device import opcheck
 from _target_cases import INF, NAN, dtype_id, on, one_thread
 
 DTYPES = [torch.float32, torch.float64]
@@ -231,7 +232,7 @@ OPCHECK_SAMPLES = {
 
 @pytest.mark.parametrize("sample", OPCHECK_SAMPLES)
 def test_opcheck(device, sample):
-    torch.library.opcheck(torch.ops.ssd_fast.multibox_loss.default,
+    opcheck(torch.ops.ssd_fast.multibox_loss.default,
                           on(OPCHECK_SAMPLES[sample](), device))
 
 
@@ -239,7 +240,7 @@ def test_opcheck_backward(device):
     loc, conf, loc_t, labels, ratio = _opcheck_sample(2, 70, 5)
     mask = ops.multibox_loss(loc, conf, loc_t, labels, ratio)[2]
     g = torch.tensor(0.5), torch.tensor(2.0)
-    torch.library.opcheck(torch.ops.ssd_fast.multibox_loss_backward.default,
+    opcheck(torch.ops.ssd_fast.multibox_loss_backward.default,
                           on([*g, loc, conf, loc_t, labels, mask], device))
 
 

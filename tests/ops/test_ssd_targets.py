@@ -13,6 +13,7 @@ from ssd_fast import ops
 from ssd_fast.ops import reference as ref
 
 from _fake_parity import assert_fake_raises_the_same
+from emu_device import opcheck
 from _target_cases import (DTYPES, EPS, INF, MATCH_BAD_INPUTS, MATCH_CASES, MODES, NAN,
                            dtype_id, dyadic_boxes, iou_matrix, on, one_thread, random_gt,
                            ssd300_voc_priors)
@@ -288,7 +289,7 @@ OPCHECK_SAMPLES = {
 def test_opcheck(device, gen, sample, dtype):
     args = [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
             for a in OPCHECK_SAMPLES[sample](gen)]
-    torch.library.opcheck(torch.ops.ssd_fast.ssd_targets.default, on(args, device))
+    opcheck(torch.ops.ssd_fast.ssd_targets.default, on(args, device))
 
 
 def _both_modes(gt, labels, priors):
