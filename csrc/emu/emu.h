@@ -111,6 +111,10 @@ void* block_shared(const void* key, size_t bytes, size_t align, const char* name
 // The dynamic shared memory of the block (exactly the launch's dynamic_smem bytes).
 unsigned char* dynamic_shared();
 
+// A failed device-side assertion (CUDA_KERNEL_ASSERT). On a GPU it is a sticky error: the CUDA
+// context is lost and every later CUDA call of the process fails. Emulated, it fails the launch.
+[[noreturn]] void device_assert_failed(const char* condition, Site site);
+
 // An atomic read-modify-write of `bytes` bytes at p, about to happen (race and undo bookkeeping).
 void note_atomic(void* p, size_t bytes);
 
@@ -147,6 +151,11 @@ void set_address_describer(std::string (*describe)(uintptr_t));
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+
+#undef CUDA_KERNEL_ASSERT
+#define CUDA_KERNEL_ASSERT(cond)                    \
+  ((cond) ? (void)0                                 \
+          : ::ssd_emu::device_assert_failed(#cond, ::ssd_emu::site_of(::ssd_emu::Here::current())))
 
 #define threadIdx (::ssd_emu::tls_view->thread_idx)
 #define blockIdx (::ssd_emu::tls_view->block_idx)

@@ -811,6 +811,14 @@ Stats stats() {
 
 // ---- called from kernel code --------------------------------------------------------------------
 
+void device_assert_failed(const char* condition, Site site) {
+  Untracked u;
+  fail_in_fiber(std::string("device-side assertion `") + condition + "` failed (" + where(site) +
+                ") in " + g_launch->who(*g_launch->current) +
+                ": on a GPU this is a sticky error that ends the CUDA context (every later CUDA "
+                "call of the process fails)");
+}
+
 void syncthreads(Site site) {
   Untracked u;
   Launch& L = *g_launch;

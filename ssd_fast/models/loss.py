@@ -22,6 +22,7 @@ class MultiBoxLoss(nn.Module):
         iou_threshold: matching threshold of ``ssd_targets``.
         variances: box-coding variances.
         mode: ``"bipartite"`` (Caffe) or ``"argmax"`` (ssd.pytorch, torchvision) matching.
+        check_labels: look for labels >= ``num_classes`` (below).
 
     ``forward(loc, conf_logits, gt_boxes, gt_labels) -> (loc_loss, conf_loss)``:
 
@@ -30,6 +31,9 @@ class MultiBoxLoss(nn.Module):
       so it is finite under autocast).
     - ``gt_boxes [B, G, 4]`` normalized corners, ``gt_labels [B, G]`` int64 in 1..C-1;
       padding rows have a negative label (images with fewer boxes).
+    - A label >= ``num_classes`` is a ``ValueError`` naming it, on every device: on a GPU
+      that check reads one flag back (a host synchronisation per call; ``check_labels=False``
+      skips it, and a bad label then makes ``conf_loss`` NaN).
     - ``loc_loss``: smooth L1 (beta 1) between ``loc`` and the encoded matched GT, summed
       over positive priors; ``conf_loss``: softmax cross-entropy summed over positives and the
       negatives ``hard_negative_mining`` selects, ranked by background cross-entropy
@@ -41,7 +45,7 @@ class MultiBoxLoss(nn.Module):
 
     def __init__(self, priors: Tensor, num_classes: int, neg_pos_ratio: float = 3.0,
                  iou_threshold: float = 0.5, variances: Sequence[float] = DEFAULT_VARIANCES,
-                 mode: str = "bipartite"):
+                 mode: str = "bipartite", check_labels: bool = True):
         super().__init__()
         if not isinstance(priors, Tensor) or priors.dim() != 2 or priors.shape[1] != 4:
             got = tuple(priors.shape) if isinstance(priors, Tensor) else type(priors).__name__
@@ -60,6 +64,7 @@ class MultiBoxLoss(nn.Module):
         self.iou_threshold = float(iou_threshold)
         self.variances = tuple(float(v) for v in variances)
         self.mode = mode
+        self.check_labels = bool(check_labels)
 
     @classmethod
     def for_model(cls, model, **kwargs) -> "MultiBoxLoss":
@@ -83,8 +88,8 @@ class MultiBoxLoss(nn.Module):
         if gt_labels.shape != gt_boxes.shape[:2] or gt_labels.dtype.is_floating_point:
             raise ValueError(f"MultiBoxLoss: gt_labels must be integer [B, G] = {tuple(gt_boxes.shape[:2])}, "
                              f"got {gt_labels.dtype} {tuple(gt_labels.shape)}")
-        # reading the labels back would synchronise a CUDA stream: checked on the CPU only
-        if gt_labels.device.type == "cpu" and gt_labels.numel() and int(gt_labels.max()) >= C:
+        # on a GPU the comparison runs there and one flag comes back (the value only on error)
+        if self.check_labels and gt_labels.numel() and bool((gt_labels >= C).any()):
             raise ValueError(f"MultiBoxLoss: gt_labels must be < num_classes={C}, got {int(gt_labels.max())}")
 
     def forward(self, loc: Tensor, conf_logits: Tensor, gt_boxes: Tensor,

@@ -165,9 +165,11 @@ def multibox_loss(loc: Tensor, conf_logits: Tensor, loc_targets: Tensor, labels:
         ``conf_loss`` = sum over ``mask`` of ``logsumexp(conf) - conf[label]``, / n. Losses are
         0-dim in the input dtype, summed in float64. Backward (``multibox_loss_backward``):
         ``clamp(loc - loc_targets, -1, 1) / n`` on positives, ``(softmax - onehot) / n`` on
-        masked priors, 0 elsewhere; none for ``loc_targets`` and ``labels``. CUDA: no host
-        synchronisation; a label >= C trips a device assertion (where compiled in) and makes
-        ``conf_loss`` NaN (CPU: ``ValueError``).
+        masked priors, 0 elsewhere; none for ``loc_targets`` and ``labels``. A label >= C:
+        ``ValueError`` naming it on the CPU; on CUDA (no host synchronisation, so nothing looks
+        at the labels) ``conf_loss`` is NaN and that prior's ``conf_logits`` gradient is the
+        softmax alone, never a device assertion. :class:`~ssd_fast.models.MultiBoxLoss` checks
+        its labels on every device.
     """
     return torch.ops.ssd_fast.multibox_loss(loc, conf_logits, loc_targets, labels,
                                             float(neg_pos_ratio))

@@ -51,8 +51,8 @@ def multibox_loss(x):  # forward and backward
     return loc.grad, logits.grad
 
 
-def multibox_loss_module(x):  # what training runs: MultiBoxLoss, forward and backward
-    loss = MultiBoxLoss(x["priors"], num_classes=x["logits"].shape[-1])
+def multibox_loss_module(x):  # what training runs, its label check off (test below)
+    loss = MultiBoxLoss(x["priors"], num_classes=x["logits"].shape[-1], check_labels=False)
     loc, logits = x["loc"].requires_grad_(), x["logits"].requires_grad_()
     loc_loss, conf_loss = loss(loc, logits, x["gt"], x["labels"])
     (loc_loss + conf_loss).backward()
@@ -90,3 +90,12 @@ def test_nms_synchronises_once(gen, batched):
             if batched else ops.nms(b, s, 0.5))
     assert host_syncs() == before + 1
     assert keep.device.type == "emu" and keep.numel() > 0
+
+
+def test_multibox_loss_label_check_synchronises_once(gen):
+    """MultiBoxLoss looks for labels >= num_classes on the device and reads one flag back."""
+    x = inputs(gen)
+    loss = MultiBoxLoss(x["priors"], num_classes=x["logits"].shape[-1])
+    before = host_syncs()
+    loss(x["loc"], x["logits"], x["gt"], x["labels"])
+    assert host_syncs() == before + 1

@@ -141,6 +141,21 @@ def test_priors_are_a_buffer(gen, priors):
     torch.testing.assert_close(loss.double()(loc, conf, gt_boxes, gt_labels), loss(loc, conf, gt_boxes, gt_labels))
 
 
+def test_bad_label_on_every_device(device, gen, priors):
+    """gt_labels >= num_classes: the same ValueError on every device (on a GPU after one host
+    synchronisation, which check_labels=False skips: then conf_loss is NaN)."""
+    P = priors.shape[0]
+    loc, conf, gt_boxes, gt_labels = (t.to(device) for t in random_batch(gen, P))
+    gt_labels[0, 1] = C + 2
+    loss = MultiBoxLoss(priors, C).to(device)
+    with pytest.raises(ValueError, match=f"MultiBoxLoss: gt_labels must be < num_classes={C}, got {C + 2}"):
+        loss(loc, conf, gt_boxes, gt_labels)
+    if device.type != "cpu":
+        loc_loss, conf_loss = MultiBoxLoss(priors, C, check_labels=False).to(device)(
+            loc, conf, gt_boxes, gt_labels)
+        assert torch.isnan(conf_loss.cpu()) and torch.isfinite(loc_loss.cpu())
+
+
 def test_errors(gen, priors):
     P = priors.shape[0]
     loc, conf, gt_boxes, gt_labels = random_batch(gen, P)
