@@ -42,11 +42,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -750,13 +752,18 @@ unsigned checks() {
 }
 
 void set_max_dynamic_smem(const KernelRef& kernel, int bytes) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  if (bytes < 0 || bytes > kMaxDynamicSmemOptin) {
-    throw std::runtime_error("CUDA error: invalid argument (emulated cudaFuncSetAttribute(" +
-                             std::string(kernel.name) + ", cudaFuncAttributeMaxDynamicSharedMemorySize, " +
-                             std::to_string(bytes) + "): 227 KiB at most on an H100/H200)");
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (bytes < 0 || bytes > kMaxDynamicSmemOptin) {
+      throw std::runtime_error("CUDA error: invalid argument (emulated cudaFuncSetAttribute(" +
+                               std::string(kernel.name) + ", cudaFuncAttributeMaxDynamicSharedMemorySize, " +
+                               std::to_string(bytes) + "): 227 KiB at most on an H100/H200)");
+    }
+    smem_attr()[kernel.id] = bytes;
   }
-  smem_attr()[kernel.id] = bytes;
+  // The attribute is shared by every host thread: let another one run before this one goes on
+  // to its launch, as a GPU's host threads may (so that a race on the attribute shows).
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 void launch(const KernelRef& kernel, dim3 grid, dim3 block, size_t smem, void (*run)(void*),

@@ -390,3 +390,72 @@ def test_deterministic(device, gen, mode):
         finally:
             torch.set_num_threads(threads)
         assert all(torch.equal(a, b) for a, b in zip(first, one))
+
+
+# ---------------------------------------------------------------------------------------------
+# The CUDA kernel's shared-memory GT limit
+
+def smem_limit_gts(device, dtype):
+    """The documented limit: the shared memory a block may opt in to (227 KiB on an H100/H200,
+    and on the emulated device) less 4 KiB for the kernel's static shared memory and a 128-byte
+    slack, over the bytes per GT (6 values of the compute type, two int32, one byte)."""
+    if device.type == "cuda":
+        optin = torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+    else:
+        optin = 227 * 1024
+    return (optin - 4096 - 128) // (6 * (8 if dtype == torch.float64 else 4) + 9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+def test_gt_limit(device, gen, dtype):
+    """On CUDA an image's GTs live in shared memory: one GT more than fits is refused with the
+    real limit in the message (6915 GTs in float32, 4003 in float64 on an H100/H200), and G at
+    the limit runs and matches the CPU."""
+    if device.type == "cpu":
+        pytest.skip("the CPU kernel keeps its GTs in ordinary memory: no such limit")
+    limit = smem_limit_gts(device, dtype)
+    priors = dyadic_boxes(gen, 8).to(dtype)
+    for G in (limit + 1, limit):
+        gt = dyadic_boxes(gen, G).view(1, G, 4).to(dtype)
+        labels = torch.randint(1, 3, (1, G), generator=gen)
+        if G > limit:
+            with pytest.raises(RuntimeError, match=re.escape(
+                    f"ssd_targets: on CUDA at most {limit} GT boxes per image fit for this dtype, "
+                    f"got G = {G}")):
+                run_targets(device, gt, labels, priors, mode="argmax")
+        else:
+            got = run_targets(device, gt, labels, priors, mode="argmax")
+            expected = ops.ssd_targets(gt, labels, priors, 0.5, V, "argmax")
+            assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_concurrent_host_threads(device, gen):
+    """Host threads calling ssd_targets at once with GTs of different sizes (past the default
+    48 KiB of dynamic shared memory): the kernel's shared-memory attribute is set once, not per
+    call, so no thread lowers it under another's launch. (The emulated device lets another host
+    thread run between setting the attribute and the launch.)"""
+    import threading
+
+    priors = dyadic_boxes(gen, 8).double().to(device)
+    cases = []
+    for G in (900, 1000):  # 51 and 57 KiB of float64 GTs
+        gt = dyadic_boxes(gen, G).view(1, G, 4).double()
+        labels = torch.randint(1, 3, (1, G), generator=gen)
+        cases.append((gt.to(device), labels.to(device),
+                      ops.ssd_targets(gt, labels, priors.cpu(), 0.5, V, "argmax")))
+    errors = []
+
+    def work(gt, labels, expected):
+        try:
+            for _ in range(3):
+                got = ops.ssd_targets(gt, labels, priors, 0.5, V, "argmax")
+                assert all(torch.equal(a.cpu(), b) for a, b in zip(got, expected))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=case) for case in cases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]

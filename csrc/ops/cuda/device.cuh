@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <numeric>
 #include <utility>
 #include <vector>
@@ -97,6 +98,18 @@ void set_max_dynamic_smem(int bytes) {
   ::ssd_emu::set_max_dynamic_smem({reinterpret_cast<const void*>(K), ::ssd_emu::kernel_name<K>()},
                                   bytes);
 #endif
+}
+
+// set_max_dynamic_smem<K>(bytes) once per (kernel, device), the first time: the attribute is the
+// kernel's, shared by every host thread, so setting it per call would race (a thread lowering
+// it between another thread's setting and its launch). `bytes`: the most it will ever need.
+constexpr int kMaxDevices = 64;
+template <auto K>
+void allow_dynamic_smem(const at::Device& device, int bytes) {
+  static std::once_flag once[kMaxDevices];
+  TORCH_CHECK(device.index() >= 0 && device.index() < kMaxDevices, "device index out of range: ",
+              device);
+  std::call_once(once[device.index()], [&] { set_max_dynamic_smem<K>(bytes); });
 }
 
 inline void memset_async(void* p, int value, size_t bytes, Stream stream) {

@@ -13,7 +13,8 @@
 // Tuned for SSD sizes (P ~ 8.7k-25k priors, G <= a few hundred): phases 1 and 3 are
 // O(P * G / threads) per block with all GTs in shared memory; phase 2 costs one block
 // reduction over G per matched GT plus one block-wide rescan of P per invalidated GT.
-// G is limited by shared memory (~6k GTs in float32 on an H100): a clear error beyond.
+// G is limited by shared memory (6915 GTs in float32, 4003 in float64 on an H100/H200, whose
+// blocks opt in to 227 KiB): a clear error beyond, naming the limit.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
@@ -34,13 +35,21 @@ using cuda::Cand;
 
 constexpr int kThreads = 256;
 
+// The dynamic shared memory of one block: per GT its box and area (5 acc_t), gbest_iou (acc_t),
+// valid and gbest_p (int32), done (uint8); plus a fixed slack.
 template <typename acc_t>
-struct SharedLayout {  // offsets into the dynamic shared memory of one block
-  static size_t bytes(int64_t G) {
-    return static_cast<size_t>(G) * (5 * sizeof(acc_t) + sizeof(acc_t) + 2 * sizeof(int32_t) + 1) +
-           16 * sizeof(double);
+struct SharedLayout {
+  static constexpr size_t kPerGt = 6 * sizeof(acc_t) + 2 * sizeof(int32_t) + 1;
+  static constexpr size_t kFixed = 16 * sizeof(double);
+  static size_t bytes(int64_t G) { return static_cast<size_t>(G) * kPerGt + kFixed; }
+  static int64_t max_gts(size_t available) {  // the most GTs that fit in `available` bytes
+    return available < kFixed ? 0 : static_cast<int64_t>((available - kFixed) / kPerGt);
   }
 };
+
+// Of a block's shared memory, what match_kernel's static shared memory (its reductions' scratch,
+// under 1 KiB) may take: the dynamic part gets the rest.
+constexpr size_t kStaticSmemReserve = 4096;
 
 template <typename scalar_t>
 __device__ __forceinline__ void load_box(const scalar_t* p, at::opmath_type<scalar_t> out[4]) {
@@ -233,18 +242,18 @@ void launch_match(const at::Tensor& gt_boxes, const at::Tensor& gt_labels,
   const dev::Stream stream = dev::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gt.scalar_type(), "ssd_targets_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const size_t smem = SharedLayout<acc_t>::bytes(G);
-    const int max_smem = dev::max_dynamic_smem(gt.device());
-    TORCH_CHECK(smem + 4096 <= static_cast<size_t>(max_smem), op,
-                ": on CUDA at most ", (max_smem - 4096) / SharedLayout<acc_t>::bytes(1),
+    const size_t dynamic_max = dev::max_dynamic_smem(gt.device()) - kStaticSmemReserve;
+    const int64_t max_g = SharedLayout<acc_t>::max_gts(dynamic_max);
+    TORCH_CHECK(G <= max_g, op, ": on CUDA at most ", max_g,
                 " GT boxes per image fit for this dtype, got G = ", G);
+    const size_t smem = SharedLayout<acc_t>::bytes(G);
     at::Tensor best_iou = at::empty({B, P}, gt.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
     at::Tensor best_g = at::empty({B, P}, gt.options().dtype(at::kInt));
     const acc_t v[4] = {variances ? acc_t(variances[0]) : acc_t(1), variances ? acc_t(variances[1]) : acc_t(1),
                         variances ? acc_t(variances[2]) : acc_t(1), variances ? acc_t(variances[3]) : acc_t(1)};
     auto run = [&](auto targets) {
       constexpr auto kernel = match_kernel<scalar_t, decltype(targets)::value>;
-      dev::set_max_dynamic_smem<kernel>(static_cast<int>(smem));
+      dev::allow_dynamic_smem<kernel>(gt.device(), static_cast<int>(dynamic_max));
       dev::launch<kernel>(static_cast<unsigned>(B), kThreads, smem, stream, gt.data_ptr<scalar_t>(),
           lab.data_ptr<int64_t>(), pr.data_ptr<scalar_t>(), G, P, static_cast<acc_t>(iou_threshold),
           mode == MatchMode::kBipartite, v[0], v[1], v[2], v[3], best_iou.data_ptr<acc_t>(),
