@@ -45,36 +45,4 @@ SSD_HD T box_iou_one(T a1, T b1, T a2, T b2, T area_a,  // box a: x1 y1 x2 y2, a
   return pos ? q : T(0);
 }
 
-SSD_HD float log_(float x) { return logf(x); }
-SSD_HD double log_(double x) { return log(x); }
-SSD_HD float exp_(float x) { return expf(x); }
-SSD_HD double exp_(double x) { return exp(x); }
-
-// SSD centre-size coding. v = variances (v0, v1, v2, v3). Priors are corners.
-template <typename T>
-SSD_HD void encode_one(const T g[4], const T p[4], const T v[4], T out[4]) {
-  T pw = p[2] - p[0], ph = p[3] - p[1];
-  T pcx = p[0] + T(0.5) * pw, pcy = p[1] + T(0.5) * ph;
-  T gw = g[2] - g[0], gh = g[3] - g[1];
-  T gcx = g[0] + T(0.5) * gw, gcy = g[1] + T(0.5) * gh;
-  out[0] = (gcx - pcx) / (v[0] * pw);
-  out[1] = (gcy - pcy) / (v[1] * ph);
-  out[2] = log_(gw / pw) / v[2];
-  out[3] = log_(gh / ph) / v[3];
-}
-
-template <typename T>
-SSD_HD void decode_one(const T t[4], const T p[4], const T v[4], T out[4]) {
-  T pw = p[2] - p[0], ph = p[3] - p[1];
-  T pcx = p[0] + T(0.5) * pw, pcy = p[1] + T(0.5) * ph;
-  T cx = t[0] * v[0] * pw + pcx;
-  T cy = t[1] * v[1] * ph + pcy;
-  T w = exp_(t[2] * v[2]) * pw;
-  T h = exp_(t[3] * v[3]) * ph;
-  out[0] = cx - T(0.5) * w;
-  out[1] = cy - T(0.5) * h;
-  out[2] = cx + T(0.5) * w;
-  out[3] = cy + T(0.5) * h;
-}
-
 }  // namespace ssd_fast

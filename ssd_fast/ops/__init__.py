@@ -59,7 +59,9 @@ def encode_boxes(gt: Tensor, priors: Tensor,
     Returns:
         ``[*broadcast(gt, priors), 4]`` offsets in the input dtype. A gt box of zero width or
         height encodes to ``-inf`` in that log term (negative width: NaN), as in Caffe and
-        torchvision; no value is clamped.
+        torchvision; no value is clamped. The log is ssd_fast's own (within 0.9 ulp, subnormal
+        ratios included), not the platform's: CPU and CUDA give the same bits (so do
+        :func:`ssd_targets`' loc targets).
     """
     return torch.ops.ssd_fast.encode_boxes(gt, priors, [float(v) for v in variances])
 
@@ -76,7 +78,9 @@ def decode_boxes(offsets: Tensor, priors: Tensor,
     Returns:
         ``[*broadcast(offsets, priors), 4]`` corners in the input dtype. ``tw``/``th`` are
         not clamped: ``exp`` may overflow to ``inf`` for very large offsets (float16/bfloat16
-        inputs overflow only when the result does not fit the output dtype).
+        inputs overflow only when the result does not fit the output dtype). The exp is
+        ssd_fast's own (within 0.9 ulp), not the platform's: CPU and CUDA give the same bits
+        (so do :func:`ssd_postprocess`' boxes, and every IoU taken of them).
     """
     return torch.ops.ssd_fast.decode_boxes(offsets, priors, [float(v) for v in variances])
 

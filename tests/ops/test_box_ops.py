@@ -4,6 +4,8 @@ import itertools
 import math
 import re
 
+import mpmath  # torch's own dependency (sympy): exact references
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -433,6 +435,69 @@ def test_encode_boxes_degenerate_gt_values(device):
     assert out[0, 2] == -INF and out[0, 3] == 0
     assert out[1, 3] == -INF and out[1, 2] == 0
     assert out[2, 2].isnan() and out[2, 3] == 0
+
+
+def coder_inputs(gen, dtype):
+    """Boxes and offsets of every scale, and the edges: zero and negative sides, sides whose
+    ratio is subnormal or overflows, huge offsets, NaN and inf."""
+    gt = random_boxes(gen, 3000, scale=100.0, min_size=1e-3)
+    priors = random_boxes(gen, 3000, scale=100.0, min_size=1e-3)
+    offsets = random_offsets(gen, 3000, scale=8.0)
+    edges = torch.tensor([[1.0, 1.0, 1.0, 2.0], [2.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1e-38, 1e-39],
+                          [0.0, 0.0, 3e38, 1.0], [NAN, 0.0, 1.0, 1.0], [0.0, 0.0, INF, 1.0],
+                          [-INF, 0.0, 1.0, 1.0], [0.0, 0.0, 1e-30, 1e30]], dtype=torch.float64)
+    big = torch.tensor([[0.0, 0.0, 500.0, -500.0], [1.0, -1.0, 443.0, 444.0],
+                        [0.0, 0.0, -4000.0, 4000.0], [NAN, INF, -INF, 0.0]], dtype=torch.float64)
+    gt = torch.cat([gt, edges, edges[:, [2, 3, 0, 1]]])
+    priors = torch.cat([priors, edges[:, [2, 3, 0, 1]], edges])
+    offsets = torch.cat([offsets, big, big.flip(0), torch.zeros(8, 4, dtype=torch.float64)])
+    return gt.to(dtype), priors.to(dtype), offsets.to(dtype), priors[: len(offsets)].to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_box_coding_identical_on_every_device(device, gen, dtype):
+    """encode/decode (hence ssd_targets' loc targets and ssd_postprocess' boxes) use the exp and
+    log of ops/float_math.h, not the platform's (glibc and CUDA's math library differ by an
+    ulp), so every device gives the CPU's very bits."""
+    gt, priors, offsets, priors_d = coder_inputs(gen, dtype)
+    for name, x, p in (("encode_boxes", gt, priors), ("decode_boxes", offsets, priors_d)):
+        for v in (ops.DEFAULT_VARIANCES, OTHER_VARIANCES):
+            got = OPS[name](x.to(device), p.to(device), v).cpu()
+            cpu = OPS[name](x, p, v)
+            assert torch.equal(got.isnan(), cpu.isnan()), name
+            assert torch.equal(got.nan_to_num(0), cpu.nan_to_num(0)), name
+
+
+def max_ulps(got, fn, x, dtype):
+    """The largest |got - fn(x)| in units in the last place of the dtype at fn(x), computed by
+    mpmath at 80 digits."""
+    mpmath.mp.dps = 80
+    worst = 0.0
+    for g, v in zip(got.tolist(), x.double().tolist()):
+        exact = fn(mpmath.mpf(v))
+        spacing = math.ulp(float(exact)) if dtype == torch.float64 else \
+            float(np.spacing(np.float32(float(exact))))
+        worst = max(worst, float(abs(mpmath.mpf(g) - exact)) / spacing)
+    return worst
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+def test_box_coding_log_and_exp_within_an_ulp(gen, dtype):
+    """The coder's own log and exp (float_math.h) are within 0.9 ulp (the docstrings' claim),
+    seen through the ops: with unit variances and priors, encode's size terms are log(gw) and
+    decode's sizes exp(t), each of them the only rounding."""
+    w = torch.cat([torch.logspace(-37, 37, 4001, dtype=torch.float64),
+                   torch.rand(4000, generator=gen, dtype=torch.float64) * 4 + 0.25]).to(dtype)
+    gt = torch.stack([torch.zeros_like(w), torch.zeros_like(w), w, w.flip(0)], -1)
+    unit = torch.tensor([[0.0, 0.0, 1.0, 1.0]], dtype=dtype).expand_as(gt)
+    enc = ops.encode_boxes(gt, unit, (1, 1, 1, 1))
+    assert max_ulps(enc[:, 2], mpmath.log, w, dtype) <= 0.9
+    t = torch.cat([torch.linspace(-80, 80, 4001, dtype=torch.float64),
+                   torch.randn(4000, generator=gen, dtype=torch.float64)]).to(dtype)
+    offsets = torch.stack([torch.zeros_like(t), torch.zeros_like(t), t, t.flip(0)], -1)
+    centred = torch.tensor([[-0.5, -0.5, 0.5, 0.5]], dtype=dtype).expand_as(offsets)
+    dec = ops.decode_boxes(offsets, centred, (1, 1, 1, 1))
+    assert max_ulps(2 * dec[:, 2], mpmath.exp, t, dtype) <= 0.9
 
 
 BROADCASTS = [  # leading dims of a (gt / offsets), of priors, of the output

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ops/box_math.h"
+#include "ops/coder_math.h"
 #include "ops/cpu/clones.h"
 #include "ops/cpu/softmax_tile.h"
 #include "ops/nms_checks.h"

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ops/box_math.h"
+#include "ops/coder_math.h"
 #include "ops/cpu/clones.h"
 #include "ops/cpu/iou_rows.h"
 #include "ops/cpu/parallel.h"

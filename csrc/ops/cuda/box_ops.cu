@@ -6,6 +6,7 @@
 
 #include "ops/box_checks.h"
 #include "ops/box_math.h"
+#include "ops/coder_math.h"
 #include "ops/cuda/device.cuh"
 
 namespace ssd_fast {

@@ -30,6 +30,7 @@
 #include <torch/library.h>
 
 #include "ops/box_math.h"
+#include "ops/coder_math.h"
 #include "ops/cuda/device.cuh"
 #include "ops/nms_checks.h"
 #include "ops/nms_math.h"

@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "ops/box_math.h"
+#include "ops/coder_math.h"
 #include "ops/cuda/block_reduce.cuh"
 #include "ops/cuda/device.cuh"
 #include "ops/target_checks.h"
