@@ -19,6 +19,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -37,12 +38,15 @@ const c10::Device kDevice(kEmu, 0);
 
 std::mutex g_alloc_mutex;
 std::map<uintptr_t, size_t> g_live;  // address -> bytes of every live device allocation
+size_t g_live_bytes = 0, g_peak_bytes = 0;
 
 void free_device(void* p) {
   if (p == nullptr) return;
   {
     std::lock_guard<std::mutex> lock(g_alloc_mutex);
-    g_live.erase(reinterpret_cast<uintptr_t>(p));
+    auto it = g_live.find(reinterpret_cast<uintptr_t>(p));
+    g_live_bytes -= it->second;
+    g_live.erase(it);
   }
   std::free(p);
 }
@@ -55,6 +59,8 @@ struct EmuAllocator final : c10::Allocator {
       std::memset(p, 0xFF, n);
       std::lock_guard<std::mutex> lock(g_alloc_mutex);
       g_live[reinterpret_cast<uintptr_t>(p)] = n;
+      g_live_bytes += n;
+      g_peak_bytes = std::max(g_peak_bytes, g_live_bytes);
     }
     return {p, p, &free_device, kDevice};
   }
@@ -288,7 +294,15 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
 
 PyObject* py_counters(PyObject*, PyObject*) {
   const Stats s = stats();
-  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K}", "device_to_host_copies",
+  size_t live = 0, peak = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_alloc_mutex);
+    live = g_live_bytes;
+    peak = g_peak_bytes;
+  }
+  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "live_bytes",
+                       static_cast<unsigned long long>(live), "peak_bytes",
+                       static_cast<unsigned long long>(peak), "device_to_host_copies",
                        static_cast<unsigned long long>(g_counters.device_to_host_copies),
                        "item_calls", static_cast<unsigned long long>(g_counters.item_calls),
                        "launches", static_cast<unsigned long long>(s.launches), "threads",
@@ -306,14 +320,22 @@ PyObject* py_set_checks(PyObject*, PyObject* arg) {
 
 PyObject* py_checks(PyObject*, PyObject*) { return PyLong_FromUnsignedLong(checks()); }
 
+PyObject* py_reset_peak_bytes(PyObject*, PyObject*) {
+  std::lock_guard<std::mutex> lock(g_alloc_mutex);
+  g_peak_bytes = g_live_bytes;
+  Py_RETURN_NONE;
+}
+
 PyMethodDef g_methods[] = {
+    {"reset_peak_bytes", py_reset_peak_bytes, METH_NOARGS,
+     "Start peak_bytes (the most device memory live at once) over from what is live now."},
     {"set_checks", py_set_checks, METH_O,
      "set_checks(mask): the checks of the emulated device that are on (CHECKS: name -> bit)."},
     {"checks", py_checks, METH_NOARGS, "The checks that are on (a mask of CHECKS' bits)."},
     {"counters", py_counters, METH_NOARGS,
-     "What the emulated device did since the module was loaded: device_to_host_copies and "
-     "item_calls (what synchronises a GPU with the host), launches, threads, fiber_switches, "
-     "schedule_runs."},
+     "What the emulated device did since the module was loaded: live_bytes and peak_bytes of "
+     "device memory, device_to_host_copies and item_calls (what synchronises a GPU with the "
+     "host), launches, threads, fiber_switches, schedule_runs."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -254,6 +254,13 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, score_threshold: float = 0.01,
         ``(det_boxes [B, K, 4], det_scores [B, K], det_labels [B, K] int64,
         num_detections [B] int64)``; boxes and scores in the input dtype, labels are class
         indices into C. Rows past ``num_detections`` hold zeros (boxes, scores) and -1 (labels).
+
+    Memory on CUDA, beyond the outputs, with S the classes taking part, k = ``topk_per_class``
+    (P for -1) and w = 4 bytes for float32/half scores, 8 for float64: the score keys, B * S * P
+    * w; the kept detections, B * S * min(k, K) * 2w; and where an (image, class) pair's scratch,
+    next_pow2(k) * (4 + 6w) bytes (28 or 52), is above 40 KiB, that scratch in global memory for
+    at most 128 MiB of pairs at once, whatever B and C (SSD512 with 24564 priors and k = -1:
+    917 KiB a pair, 146 pairs at once).
     """
     return torch.ops.ssd_fast.multiclass_nms(boxes, scores, float(score_threshold),
                                              float(iou_threshold), int(topk_per_class),

@@ -12,7 +12,7 @@ from ssd_fast import ops
 from ssd_fast.ops import reference as ref
 
 from _fake_parity import assert_fake_raises_the_same
-from emu_device import opcheck
+from emu_device import emu, opcheck
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 NAN, INF = math.nan, math.inf
@@ -86,6 +86,42 @@ def test_multiclass_nms_scratch_in_global_memory(device, gen, dtype):
     out = run(device, boxes, scores, *args)
     check_detections(out, ref.multiclass_nms(boxes, scores, *args), device, dtype)
     assert (out[3] > 200).all()
+
+
+def device_memory_peak(device, fn):
+    """The most device memory fn() has live at once, beyond what was live before."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    emu.reset_peak_bytes()
+    before = emu.counters()["live_bytes"]
+    fn()
+    return emu.counters()["peak_bytes"] - before
+
+
+def test_multiclass_nms_scratch_memory_is_bounded(device, gen):
+    """topk_per_class = -1 at SSD512 sizes (24564 priors) needs 917 KiB of scratch per (image,
+    class) pair on CUDA: at most 128 MiB of it is live, whatever B and C (it was all B * S pairs'
+    at once: 2.3 GB for a COCO batch of 32), and each pair keeps at most max_detections
+    detections for the merge. Here 16 images x 20 classes (294 MB of scratch unbounded); scores
+    mostly under the threshold, so that the emulated run stays short."""
+    if device.type == "cpu":
+        pytest.skip("the CUDA kernels' scratch")
+    B, P, C = 16, 24564, 21
+    boxes = random_boxes(gen, B, P).float()
+    scores = torch.rand(B, P, C, generator=gen) * 0.01
+    scores[:, ::997] = torch.rand(B, (P + 996) // 997, C, generator=gen)
+    args = (0.01, 0.45, -1, 200, 0)
+    b, s = boxes.to(device), scores.to(device)
+    out = []
+    peak = device_memory_peak(device, lambda: out.append(ops.multiclass_nms(b, s, *args)))
+    keys = B * (C - 1) * P * 4
+    assert peak <= keys + (128 << 20) + (8 << 20), peak  # + kept keys, counts and outputs
+    check_detections(out[0], ref.multiclass_nms(boxes, scores, *args), device, torch.float32)
 
 
 @pytest.mark.parametrize("score_threshold", [-INF, 0.0, 0.01, 0.3, 1.0])

@@ -430,6 +430,9 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
 constexpr int kSegThreads = 256;  // threads per (image, class) block and per image block
 constexpr int kTile = 64;         // NMS candidates resolved together (one 64-bit word)
 constexpr size_t kMaxSmem = 40 * 1024;  // dynamic; the kernels' static shared memory is < 8 KiB
+// The (image, class) scratch that does not fit in shared memory lives in global memory, one per
+// block in flight: at most this much of it, whatever B and C (blocks then take several pairs).
+constexpr int64_t kMaxGlobalScratch = int64_t(128) << 20;
 
 template <typename CK>
 __device__ __forceinline__ CK max_key() { return ~CK(0); }
@@ -546,10 +549,18 @@ struct BoxSource {  // boxes[b, p] or boxes[b, p, c]
 
 struct SegmentLayout {
   int64_t b, p, s, topk, max_det, background;
+  // The kept detections of one (image, class) that can reach the output: its best
+  // min(topk, max_det) (any later one is outranked by as many of its own class).
+  int64_t kept_cap;
   __device__ int64_t class_of(int64_t seg) const {
     return seg + (background >= 0 && seg >= background);
   }
 };
+
+inline SegmentLayout segment_layout(const MulticlassPlan& pl) {
+  return {pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background,
+          std::min(pl.topk, pl.max_det)};
+}
 
 inline int64_t next_pow2(int64_t x) {
   int64_t p = 1;
@@ -570,9 +581,10 @@ struct SegmentScratch {
   int64_t bytes() const { return (keys_bytes() + boxes_bytes() + cand_cap * 4 + 15) / 16 * 16; }
 };
 
-// Step 2: top-k of one (image, class), then greedy NMS by tiles of kTile candidates: each tile
-// is tested against the kept boxes of earlier tiles (threads: 64 candidates x 4 slices of the
-// kept list), then against itself (a 64 x 64 bit mask), and thread 0 resolves it.
+// Step 2: per (image, class) segment, one block after the other: top-k of the segment, then
+// greedy NMS by tiles of kTile candidates: each tile is tested against the kept boxes of earlier
+// tiles (threads: 64 candidates x 4 slices of the kept list), then against itself (a 64 x 64 bit
+// mask), and thread 0 resolves it; it stops once kept_cap boxes are kept.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kSegThreads) segment_nms_kernel(
     const skey_t<at::opmath_type<scalar_t>>* __restrict__ keys, BoxSource<scalar_t> src,
@@ -583,72 +595,77 @@ __global__ void __launch_bounds__(kSegThreads) segment_nms_kernel(
   using T = at::opmath_type<scalar_t>;
   using CK = ckey_t<T>;
   SSD_DYNAMIC_SHARED(smem);
-  const int64_t seg = blockIdx.x;
-  const int64_t b = seg / lay.s, c = lay.class_of(seg % lay.s);
-  unsigned char* base = global_scratch != nullptr ? global_scratch + seg * seg_bytes : smem;
-  CK* cand = reinterpret_cast<CK*>(base);
-  Box4<T>* bx = reinterpret_cast<Box4<T>*>(base + keys_bytes);
-  int32_t* kept = reinterpret_cast<int32_t*>(base + keys_bytes + boxes_bytes);
-  const auto* key = keys + seg * lay.p;
-  const skey_t<T> excluded = excluded_key<T>();
-  auto gen = [&](int64_t p, CK& out) {
-    const skey_t<T> k = key[p];
-    out = compose_key<T>(k, static_cast<uint32_t>(p));
-    return k != excluded;
-  };
-  const int64_t n = block_select_sorted<CK>(gen, lay.p, lay.topk, cand);
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    bx[i] = load_box<T>(src.at(b, low_of(cand[i]), c));
-  }
   SSD_SHARED(ull[kTile], tile_mask);
   SSD_SHARED(ull, removed_s);
   SSD_SHARED(ull, kept_s);
+  unsigned char* base = global_scratch != nullptr ? global_scratch + blockIdx.x * seg_bytes : smem;
+  CK* cand = reinterpret_cast<CK*>(base);
+  Box4<T>* bx = reinterpret_cast<Box4<T>*>(base + keys_bytes);
+  int32_t* kept = reinterpret_cast<int32_t*>(base + keys_bytes + boxes_bytes);
   const int tid = threadIdx.x;
   const int row = tid % kTile, slice = tid / kTile;
   constexpr int kSlices = kSegThreads / kTile;
-  int64_t kept_n = 0;
-  __syncthreads();
-  for (int64_t t0 = 0; t0 < n; t0 += kTile) {
-    const int tn = static_cast<int>(n - t0 < kTile ? n - t0 : kTile);
-    if (tid < kTile) tile_mask[tid] = 0;
-    if (tid == 0) removed_s = tn == kTile ? 0ull : ~0ull << tn;
+  for (int64_t seg = blockIdx.x; seg < lay.b * lay.s; seg += gridDim.x) {
+    const int64_t b = seg / lay.s, c = lay.class_of(seg % lay.s);
+    const auto* key = keys + seg * lay.p;
+    const skey_t<T> excluded = excluded_key<T>();
+    auto gen = [&](int64_t p, CK& out) {
+      const skey_t<T> k = key[p];
+      out = compose_key<T>(k, static_cast<uint32_t>(p));
+      return k != excluded;
+    };
+    // (block_select_sorted begins with a barrier: nobody still reads the previous segment's)
+    const int64_t n = lay.kept_cap > 0 ? block_select_sorted<CK>(gen, lay.p, lay.topk, cand) : 0;
+    for (int64_t i = tid; i < n; i += blockDim.x) {
+      bx[i] = load_box<T>(src.at(b, low_of(cand[i]), c));
+    }
+    int64_t kept_n = 0;
     __syncthreads();
-    if (row < tn) {
-      const Box4<T> a = bx[t0 + row];
-      for (int64_t j = slice; j < kept_n; j += kSlices) {  // against the kept boxes
-        if (iou(bx[kept[j]], a) > thr) {
-          atomicOr(&removed_s, 1ull << row);
-          break;
+    for (int64_t t0 = 0; t0 < n && kept_n < lay.kept_cap; t0 += kTile) {
+      const int tn = static_cast<int>(n - t0 < kTile ? n - t0 : kTile);
+      if (tid < kTile) tile_mask[tid] = 0;
+      if (tid == 0) removed_s = tn == kTile ? 0ull : ~0ull << tn;
+      __syncthreads();
+      if (row < tn) {
+        const Box4<T> a = bx[t0 + row];
+        for (int64_t j = slice; j < kept_n; j += kSlices) {  // against the kept boxes
+          if (iou(bx[kept[j]], a) > thr) {
+            atomicOr(&removed_s, 1ull << row);
+            break;
+          }
         }
+        ull bits = 0;  // against the later candidates of the tile, a quarter of them each
+        constexpr int kPer = kTile / kSlices;
+        for (int t = max_(row + 1, slice * kPer); t < min_(tn, (slice + 1) * kPer); ++t) {
+          if (iou(a, bx[t0 + t]) > thr) bits |= 1ull << t;
+        }
+        if (bits != 0) atomicOr(&tile_mask[row], bits);
       }
-      ull bits = 0;  // against the later candidates of the tile, a quarter of them each
-      constexpr int kPer = kTile / kSlices;
-      for (int t = max_(row + 1, slice * kPer); t < min_(tn, (slice + 1) * kPer); ++t) {
-        if (iou(a, bx[t0 + t]) > thr) bits |= 1ull << t;
+      __syncthreads();
+      if (tid == 0) {
+        ull r = removed_s, kept_bits = 0, live = ~r;
+        while (live != 0) {
+          const int i = __ffsll(static_cast<long long>(live)) - 1;
+          kept_bits |= 1ull << i;
+          r |= tile_mask[i];
+          live = i == 63 ? 0ull : (~r & (~0ull << (i + 1)));
+        }
+        kept_s = kept_bits;
       }
-      if (bits != 0) atomicOr(&tile_mask[row], bits);
-    }
-    __syncthreads();
-    if (tid == 0) {
-      ull r = removed_s, kept_bits = 0, live = ~r;
-      while (live != 0) {
-        const int i = __ffsll(static_cast<long long>(live)) - 1;
-        kept_bits |= 1ull << i;
-        r |= tile_mask[i];
-        live = i == 63 ? 0ull : (~r & (~0ull << (i + 1)));
+      __syncthreads();
+      const ull kb = kept_s;
+      if (tid < kTile && ((kb >> tid) & 1)) {
+        kept[kept_n + __popcll(kb & ((1ull << tid) - 1))] = static_cast<int32_t>(t0 + tid);
       }
-      kept_s = kept_bits;
+      kept_n += __popcll(kb);
+      __syncthreads();
     }
-    __syncthreads();
-    const ull kb = kept_s;
-    if (tid < kTile && ((kb >> tid) & 1)) {
-      kept[kept_n + __popcll(kb & ((1ull << tid) - 1))] = static_cast<int32_t>(t0 + tid);
+    kept_n = min_(kept_n, lay.kept_cap);
+    for (int64_t i = tid; i < kept_n; i += blockDim.x) {
+      kept_keys[seg * lay.kept_cap + i] = cand[kept[i]];
     }
-    kept_n += __popcll(kb);
-    __syncthreads();
+    if (tid == 0) kept_count[seg] = static_cast<int32_t>(kept_n);
   }
-  for (int64_t i = tid; i < kept_n; i += blockDim.x) kept_keys[seg * lay.topk + i] = cand[kept[i]];
-  if (tid == 0) kept_count[seg] = static_cast<int32_t>(kept_n);
 }
 
 // Step 3: per image, the max_det best kept detections over all classes, sorted, written with
@@ -665,7 +682,7 @@ __global__ void __launch_bounds__(kSegThreads) merge_detections_kernel(
   SSD_DYNAMIC_SHARED(smem);
   const int64_t b = blockIdx.x;
   CK* sel = global_scratch != nullptr ? global_scratch + b * sel_cap : reinterpret_cast<CK*>(smem);
-  const int64_t k = lay.topk;
+  const int64_t k = lay.kept_cap;
   auto gen = [&](int64_t q, CK& out) {
     const int64_t s = q / k, t = q % k;
     if (t >= kept_count[b * lay.s + s]) return false;
@@ -701,20 +718,22 @@ void multiclass_core_cuda(const MulticlassPlan& pl, const at::Tensor& keys,
                           dev::Stream stream) {
   using T = at::opmath_type<scalar_t>;
   using CK = ckey_t<T>;
-  const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
+  const SegmentLayout lay = segment_layout(pl);
   const int64_t segments = pl.b * pl.segments_per_image;
   const auto bytes = keys.options().dtype(at::kByte);
   at::Tensor kept_keys =
-      at::empty({std::max<int64_t>(1, segments * pl.topk * int64_t(sizeof(CK)))}, bytes);
+      at::empty({std::max<int64_t>(1, segments * lay.kept_cap * int64_t(sizeof(CK)))}, bytes);
   at::Tensor kept_count =
       at::zeros({std::max<int64_t>(1, segments)}, keys.options().dtype(at::kInt));
   if (segments > 0 && pl.p > 0) {
     const SegmentScratch<T> sc(pl.topk);
     const bool in_smem = sc.bytes() <= int64_t(kMaxSmem);
-    at::Tensor scratch = at::empty({in_smem ? 1 : segments * sc.bytes()}, bytes);
-    TORCH_CHECK(segments < (int64_t(1) << 31), "multiclass_nms: at most 2^31 - 1 (image, class) "
+    const int64_t blocks =
+        in_smem ? segments : std::min(segments, std::max<int64_t>(1, kMaxGlobalScratch / sc.bytes()));
+    at::Tensor scratch = at::empty({in_smem ? 1 : blocks * sc.bytes()}, bytes);
+    TORCH_CHECK(blocks < (int64_t(1) << 31), "multiclass_nms: at most 2^31 - 1 (image, class) "
                 "pairs are supported, got ", segments);
-    dev::launch<segment_nms_kernel<scalar_t>>(static_cast<unsigned>(segments), kSegThreads,
+    dev::launch<segment_nms_kernel<scalar_t>>(static_cast<unsigned>(blocks), kSegThreads,
         in_smem ? sc.bytes() : 0, stream, reinterpret_cast<const skey_t<T>*>(keys.data_ptr()), src,
         lay, threshold_below<T>(iou_threshold), sc.keys_bytes(), sc.boxes_bytes(), sc.bytes(),
         in_smem ? nullptr : scratch.data_ptr<uint8_t>(),
@@ -765,7 +784,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cuda(
   const dev::Stream stream = dev::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "multiclass_nms", [&] {
     using T = at::opmath_type<scalar_t>;
-    const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
+    const SegmentLayout lay = segment_layout(pl);
     const int64_t total = pl.b * pl.segments_per_image * pl.p;
     at::Tensor keys = at::empty({std::max<int64_t>(1, total * int64_t(sizeof(skey_t<T>)))},
                                 b.options().dtype(at::kByte));
@@ -836,7 +855,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cuda(
   const auto dtype = l.scalar_type();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ssd_postprocess", [&] {
     using T = at::opmath_type<scalar_t>;
-    const SegmentLayout lay{pl.b, pl.p, pl.segments_per_image, pl.topk, pl.max_det, pl.background};
+    const SegmentLayout lay = segment_layout(pl);
     const int64_t total = pl.b * pl.segments_per_image * pl.p;
     at::Tensor keys = at::empty({std::max<int64_t>(1, total * int64_t(sizeof(skey_t<T>)))},
                                 l.options().dtype(at::kByte));
