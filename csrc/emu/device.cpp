@@ -320,6 +320,21 @@ PyObject* py_set_checks(PyObject*, PyObject* arg) {
 
 PyObject* py_checks(PyObject*, PyObject*) { return PyLong_FromUnsignedLong(checks()); }
 
+PyObject* py_kernels(PyObject*, PyObject*) {
+  PyObject* d = PyDict_New();
+  if (d == nullptr) return nullptr;
+  for (const auto& [name, count] : kernel_launches()) {
+    PyObject* n = PyLong_FromUnsignedLongLong(count);
+    if (n == nullptr || PyDict_SetItemString(d, name.c_str(), n) < 0) {
+      Py_XDECREF(n);
+      Py_DECREF(d);
+      return nullptr;
+    }
+    Py_DECREF(n);
+  }
+  return d;
+}
+
 PyObject* py_reset_peak_bytes(PyObject*, PyObject*) {
   std::lock_guard<std::mutex> lock(g_alloc_mutex);
   g_peak_bytes = g_live_bytes;
@@ -327,6 +342,9 @@ PyObject* py_reset_peak_bytes(PyObject*, PyObject*) {
 }
 
 PyMethodDef g_methods[] = {
+    {"kernels", py_kernels, METH_NOARGS,
+     "Every kernel the module holds (by name, template arguments aside) and how many times it "
+     "was launched."},
     {"reset_peak_bytes", py_reset_peak_bytes, METH_NOARGS,
      "Start peak_bytes (the most device memory live at once) over from what is live now."},
     {"set_checks", py_set_checks, METH_O,

@@ -24,6 +24,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 struct dim3 {
   unsigned x, y, z;
@@ -138,6 +139,9 @@ struct Stats {
   uint64_t launches, threads, fiber_switches, schedule_runs;
 };
 Stats stats();
+
+// Every kernel registered (its __launch_bounds__ known) and how many times it was launched.
+std::vector<std::pair<std::string, uint64_t>> kernel_launches();
 
 // For error messages: what a device address belongs to (set by the device glue).
 void set_address_describer(std::string (*describe)(uintptr_t));

@@ -200,6 +200,10 @@ std::unordered_map<std::string, int>& bounds_table() {
   static std::unordered_map<std::string, int> t;
   return t;
 }
+std::unordered_map<std::string, uint64_t>& launch_counts() {  // by the kernel's base name
+  static std::unordered_map<std::string, uint64_t> t;
+  return t;
+}
 std::unordered_map<const void*, int>& smem_attr() {
   static std::unordered_map<const void*, int> t;
   return t;
@@ -779,6 +783,7 @@ void launch(const KernelRef& kernel, dim3 grid, dim3 block, size_t smem, void (*
   if (on(kCheckLaunch)) check_config(L);
   g_stacks.init();
   ++g_stats.launches;
+  ++launch_counts()[kernel_base_name(kernel.name)];
 #if SSD_EMU_TRACKED_BUILD
   L.tracked = true;
   L.dyn_offset = kStaticArena;
@@ -814,6 +819,14 @@ void launch(const KernelRef& kernel, dim3 grid, dim3 block, size_t smem, void (*
 Stats stats() {
   std::lock_guard<std::mutex> lock(g_mutex);
   return g_stats;
+}
+
+std::vector<std::pair<std::string, uint64_t>> kernel_launches() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (const auto& [name, bound] : bounds_table()) out.emplace_back(name, launch_counts()[name]);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 // ---- called from kernel code --------------------------------------------------------------------

@@ -1,0 +1,67 @@
+"""scripts/gpu_suite.sh, as far as a machine without a GPU can check it: its arguments, the
+files each step writes when the GPU part is skipped, and the sanitizer step's subset
+(scripts/gpu_sanitizer_cases.py), which must launch every CUDA kernel: run on the emulated
+device, which counts the launches of each kernel."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emu_device import SKIP_REASON, emu
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "scripts" / "gpu_suite.sh"
+
+
+def suite(*args, env=None):
+    return subprocess.run(["bash", str(SUITE), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable, **(env or {})})
+
+
+@pytest.mark.parametrize("args", [(), ("1",), ("3", "out"), ("one", "out"), ("1", "out", "x")])
+def test_bad_arguments(tmp_path, args):
+    r = suite(*[str(tmp_path / a) if a == "out" else a for a in args])
+    assert r.returncode == 2
+    assert "usage: scripts/gpu_suite.sh 1|2 OUT_DIR" in r.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the steps run for real")
+@pytest.mark.parametrize("step, files", [("1", ["build.log", "tests.log", "tests.xml"]),
+                                         ("2", ["sanitizer.log", "bench.log", "bench.json", "bench.md"])])
+def test_without_a_gpu_each_step_writes_its_files(tmp_path, step, files):
+    out = tmp_path / "out"
+    r = suite(step, str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(files + ["summary.txt"])
+    summary = (out / "summary.txt").read_text()
+    assert re.match(rf"step {step}: \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, TORCH_CUDA_ARCH_LIST=9.0 "
+                    r"MAX_JOBS=16\n", summary), summary
+    assert f"step {step} skipped: no CUDA device" in summary
+    for f in files:
+        assert "no CUDA device" in (out / f).read_text()
+
+
+@pytest.mark.emu
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+def test_sanitizer_cases_launch_every_kernel():
+    """Every kernel of csrc/ops/cuda/ (as its __launch_bounds__ name it) is launched by the cases
+    compute-sanitizer runs in step 2, and their results equal the CPU's."""
+    kernels = set()
+    for cu in (ROOT / "csrc" / "ops" / "cuda").glob("*.cu"):
+        kernels |= {m.group(1) for m in re.finditer(r"__launch_bounds__\s*\([^()]+\)\s*(\w+)\s*\(",
+                                                     cu.read_text())}
+    assert len(kernels) >= 20
+    before = emu.kernels()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_sanitizer_cases
+        gpu_sanitizer_cases.run("emu")
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    after = emu.kernels()
+    missed = sorted(k for k in kernels if after.get(k, 0) == before.get(k, 0))
+    assert not missed, f"not launched by scripts/gpu_sanitizer_cases.py: {missed}"
