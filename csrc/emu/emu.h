@@ -195,22 +195,25 @@ inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 
 // Atomics: a fiber is never interrupted inside them, so a plain read-modify-write is atomic.
-template <typename T>
-SSD_EMU_UNTRACKED T atomicAdd(T* address, T value) {
-  static_assert(std::is_integral_v<T>, "the kernels add integers atomically");
-  ::ssd_emu::note_atomic(address, sizeof(T));
+namespace ssd_emu {
+template <typename T, typename Op>
+SSD_EMU_UNTRACKED T atomic_update(T* address, T value, Op op) {
+  static_assert(std::is_integral_v<T>, "the kernels' atomics take integers");
+  note_atomic(address, sizeof(T));
   const T old = *address;
-  *address = static_cast<T>(old + value);
+  *address = op(old, value);
   return old;
+}
+}  // namespace ssd_emu
+
+template <typename T>
+T atomicAdd(T* address, T value) {
+  return ::ssd_emu::atomic_update(address, value, [](T a, T b) { return static_cast<T>(a + b); });
 }
 
 template <typename T>
-SSD_EMU_UNTRACKED T atomicOr(T* address, T value) {
-  static_assert(std::is_integral_v<T>, "atomicOr takes integers");
-  ::ssd_emu::note_atomic(address, sizeof(T));
-  const T old = *address;
-  *address = static_cast<T>(old | value);
-  return old;
+T atomicOr(T* address, T value) {
+  return ::ssd_emu::atomic_update(address, value, [](T a, T b) { return static_cast<T>(a | b); });
 }
 
 // SSD_SHARED(T, name): a static __shared__ T (T may be an array type).

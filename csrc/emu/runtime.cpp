@@ -74,7 +74,8 @@ constexpr int kMaxThreads = 1024;
 constexpr size_t kStackBytes = 256 * 1024;  // per fiber (virtual; the kernels use a few KiB)
 constexpr size_t kGuardBytes = 4096;
 constexpr size_t kRedzone = 16;
-constexpr size_t kStaticArena = 64 * 1024;  // static shared variables and their redzones
+// Static shared variables (48 KiB at most) and their redzones, in the tracked build's arena.
+constexpr size_t kStaticArena = 96 * 1024;
 
 struct Launch;
 // The launch whose kernel code is running on this OS thread (instrumentation is live), else null.
@@ -278,7 +279,8 @@ struct Launch {
 
   // shared memory
   std::vector<SharedVar> vars;
-  size_t static_used = 0, static_peak = 0;
+  size_t static_used = 0;   // arena bytes taken by static variables (redzones included)
+  size_t static_bytes = 0;  // static shared memory as the kernel declares it
   char* arena = nullptr;  // tracked build: [static variables | dynamic], with redzones
   size_t arena_bytes = 0, dyn_offset = 0;
   std::vector<ShadowByte> shadow;
@@ -411,6 +413,10 @@ void start_fiber(Thread& t) {
 }
 
 void resume(Launch& L, Thread& t) {
+  if (t.state == State::kFresh && g_stacks.free_list.empty()) {  // launch checks switched off
+    L.error = L.prefix() + "more than " + std::to_string(kMaxThreads) + " threads of a block alive";
+    return;
+  }
   if (t.state == State::kFresh) start_fiber(t);
   t.state = State::kRunnable;
   L.current = &t;
@@ -542,7 +548,7 @@ void reset_shared(Launch& L) {
   L.poison(L.dyn_heap, L.smem, 0);
 #endif
   L.vars.clear();
-  L.static_used = 0;
+  L.static_used = L.static_bytes = 0;
 }
 
 void run_block(Launch& L, uint3 bidx) {
@@ -944,12 +950,17 @@ void* block_shared(const void* key, size_t bytes, size_t align, const char* name
     if (v.key == key) return var_ptr(L, v);
   }
   const size_t offset = (L.static_used + align - 1) / align * align;
-  if (offset + bytes > size_t(kDefaultSmemLimit)) {
+  L.static_bytes = (L.static_bytes + align - 1) / align * align + bytes;
+  if (L.static_bytes > size_t(kDefaultSmemLimit)) {
     fail_in_fiber("its static shared memory exceeds 48 KiB (" + std::string(name) + ": " +
-                  std::to_string(bytes) + " bytes at offset " + std::to_string(offset) + ")");
+                  std::to_string(bytes) + " bytes, " + std::to_string(L.static_bytes) +
+                  " in all)");
   }
-  if (offset + bytes + L.smem > size_t(kMaxDynamicSmemOptin)) {
+  if (L.static_bytes + L.smem > size_t(kMaxDynamicSmemOptin)) {
     fail_in_fiber("static and dynamic shared memory exceed 227 KiB");
+  }
+  if (SSD_EMU_TRACKED_BUILD && offset + bytes + kRedzone > kStaticArena) {
+    fail_in_fiber("too many __shared__ variables for the emulator's arena");
   }
   SharedVar v{key, offset, bytes, name, nullptr};
 #if SSD_EMU_TRACKED_BUILD

@@ -50,7 +50,7 @@ CASES = [
      r"big_dynamic_kernel: 65536 bytes of dynamic shared memory, more than the 49152 allowed \(raise "
      r"the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize first\)\)"),
     ("big_static", "launch", r"kernel big_static_kernel: its static shared memory exceeds 48 KiB "
-     r"\(buf: 50176 bytes"),
+     r"\(buf: 50176 bytes, 50176 in all\)"),
     ("barrier_exit", "barrier", r"kernel barrier_exit_kernel: barrier divergence: thread \(0,0,0\) of "
      r"block \(0,0,0\) waits at __syncthreads \(broken_kernels.cu:\d+\) but thread \(\d+,0,0\) of "
      r"block \(0,0,0\) has exited \(32 of 64 threads have\)"),
