@@ -149,7 +149,8 @@ def emu_extension(torch, cpp_extension, cxx):
     if flavor == "1":
         # ThreadSanitizer's instrumentation without its runtime: csrc/emu/runtime.cpp implements
         # the __tsan_* functions the compiler calls (shared-memory races, global writes).
-        flags.append("-fsanitize=thread")
+        # No loop turned into a memset/memcpy call, which the hooks would not see.
+        flags += ["-fsanitize=thread", "-fno-tree-loop-distribute-patterns"]
         runtime_flags.append("-DSSD_EMU_TRACKED_BUILD=1")
     else:
         asan = ["-fsanitize=address", "-fno-omit-frame-pointer"]

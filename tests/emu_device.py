@@ -53,9 +53,10 @@ def counters():
 
 
 def host_syncs():
-    """Device-to-host copies and .item() calls so far: what synchronises a GPU with the host."""
+    """What so far would have synchronised a GPU with the host: device-to-host copies, .item()
+    and the ops whose output size or value the host reads (nonzero, boolean indexing...)."""
     c = emu.counters()
-    return c["device_to_host_copies"] + c["item_calls"]
+    return c["device_to_host_copies"] + c["item_calls"] + c["syncing_ops"]
 
 
 def opcheck(op, args, kwargs=None, skip=()):

@@ -30,6 +30,16 @@ __global__ void __launch_bounds__(64) atomic_race_kernel(int* out) {
   out[threadIdx.x] = count;
 }
 
+// atomic_after_plain: thread 0 sets a shared counter and adds to it; the others add to it in the
+// same phase, without a barrier after the plain write.
+__global__ void __launch_bounds__(64) atomic_after_plain_kernel(int* out) {
+  SSD_SHARED(int, count);
+  if (threadIdx.x == 0) count = 0;
+  atomicAdd(&count, 1);
+  __syncthreads();
+  out[threadIdx.x] = count;
+}
+
 // last_block_wins: every block writes its index to the same word (a race between blocks that
 // touches no shared memory: only the two schedules see it).
 __global__ void __launch_bounds__(32) last_block_wins_kernel(int* out) {
@@ -90,6 +100,23 @@ __global__ void __launch_bounds__(64) shared_overrun_kernel(int* out) {
   out[threadIdx.x] = 1;
 }
 
+// shared_underrun: thread 0 writes the int just before its shared array.
+__global__ void __launch_bounds__(32) shared_underrun_kernel(int* out) {
+  SSD_SHARED(int[32], slot);
+  int* p = slot;
+  p[static_cast<int>(threadIdx.x) - 1] = 1;
+  out[threadIdx.x] = 1;
+}
+
+// static_plus_dynamic: 16 KiB of static and 40 KiB of dynamic shared memory, each under 48 KiB,
+// together above it (the kernel's limit was not raised).
+__global__ void __launch_bounds__(32) static_plus_dynamic_kernel(int* out) {
+  SSD_SHARED(unsigned char[16 * 1024], buf);
+  SSD_DYNAMIC_SHARED(smem);
+  buf[threadIdx.x] = smem[threadIdx.x] = 1;
+  out[threadIdx.x] = buf[threadIdx.x] + smem[threadIdx.x];
+}
+
 // Launched with more threads than its bounds, or with a bad grid (the launch is refused).
 __global__ void __launch_bounds__(64) bounded_kernel(int* out) { out[threadIdx.x] = 1; }
 
@@ -115,6 +142,11 @@ at::Tensor broken(const at::Tensor& like, c10::string_view name_view) {
   int* o = out.data_ptr<int>();
   if (name == "race") dev::launch<race_kernel>(1, 64, 0, stream, o);
   else if (name == "atomic_race") dev::launch<atomic_race_kernel>(1, 64, 0, stream, o);
+  else if (name == "atomic_after_plain") dev::launch<atomic_after_plain_kernel>(1, 64, 0, stream, o);
+  else if (name == "shared_underrun") dev::launch<shared_underrun_kernel>(1, 32, 0, stream, o);
+  else if (name == "static_plus_dynamic") {
+    dev::launch<static_plus_dynamic_kernel>(1, 32, 40 * 1024, stream, o);
+  }
   else if (name == "last_block_wins") dev::launch<last_block_wins_kernel>(8, 32, 0, stream, o);
   else if (name == "uninitialised") {
     out = at::zeros({1}, like.options().dtype(at::kFloat));

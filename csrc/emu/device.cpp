@@ -20,10 +20,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "emu/emu.h"
@@ -128,18 +130,66 @@ struct EmuHooks final : at::PrivateUse1HooksInterface {
 
 // ---- what would synchronise a GPU with the host -----------------------------------------------
 
-struct Counters {
-  uint64_t device_to_host_copies = 0, item_calls = 0;
-};
-Counters g_counters;
+std::atomic<uint64_t> g_device_to_host{0}, g_item_calls{0}, g_syncing_ops{0};
 thread_local int tls_fallback_depth = 0;  // inside emu_fallback: device-side work
 
 bool is_emu(const at::Tensor& t) { return t.defined() && t.device().type() == kEmu; }
 
-// A CPU tensor over the very memory of an emu tensor (same sizes, strides and data).
-at::Tensor cpu_alias(const at::Tensor& t) {
+// A CPU storage over the very memory of an emu storage (not owned), one per emu storage met,
+// so that the CPU kernels see which arguments share memory, and a result that lies in an
+// argument's memory (a view, of any dtype) can be given back as a view of the emu storage.
+class StorageAliases {
+ public:
+  c10::Storage cpu_of(const c10::Storage& emu) {
+    for (const auto& [e, c] : pairs_) {
+      if (e.unsafeGetStorageImpl() == emu.unsafeGetStorageImpl()) return c;
+    }
+    c10::Storage cpu(c10::Storage::use_byte_size_t(), emu.nbytes(),
+                     c10::DataPtr(emu.mutable_data(), c10::Device(at::kCPU)), nullptr, false);
+    pairs_.emplace_back(emu, cpu);
+    return cpu;
+  }
+  const c10::Storage* emu_of(const c10::Storage& cpu) const {
+    for (const auto& [e, c] : pairs_) {
+      if (c.unsafeGetStorageImpl() == cpu.unsafeGetStorageImpl()) return &e;
+    }
+    return nullptr;
+  }
+
+ private:
+  std::vector<std::pair<c10::Storage, c10::Storage>> pairs_;  // (emu, CPU)
+};
+
+// t (sizes, strides, offset, dtype, conjugate and negative bits) on a storage of the other device.
+at::Tensor view_on(const at::Tensor& t, const c10::Storage& storage, c10::DispatchKey key) {
+  at::Tensor v = at::detail::make_tensor<c10::TensorImpl>(c10::Storage(storage),
+                                                          c10::DispatchKeySet(key), t.dtype());
+  v.unsafeGetTensorImpl()->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
+  v._set_conj(t.is_conj());
+  v._set_neg(t.is_neg());
+  return v;
+}
+
+// A CPU tensor over the very memory of an emu tensor.
+at::Tensor cpu_alias(const at::Tensor& t, StorageAliases& aliases) {
   if (!is_emu(t)) return t;
-  return at::from_blob(t.data_ptr(), t.sizes(), t.strides(), t.options().device(at::kCPU));
+  return view_on(t, aliases.cpu_of(t.storage()), c10::DispatchKey::CPU);
+}
+
+at::Tensor cpu_alias(const at::Tensor& t) {
+  StorageAliases aliases;
+  return cpu_alias(t, aliases);
+}
+
+// The ops that read a device value back on CUDA, run by emu_fallback: counted as host
+// synchronisations (their output's size depends on the data, or they return a host value).
+// Boolean-mask indexing reaches here as its nonzero.
+bool synchronises(const c10::OperatorHandle& op) {
+  static const std::set<std::string> kOps = {
+      "aten::nonzero", "aten::masked_select", "aten::_unique", "aten::_unique2",
+      "aten::unique_dim", "aten::unique_consecutive", "aten::unique_dim_consecutive",
+      "aten::equal", "aten::is_nonzero", "aten::bincount", "aten::repeat_interleave"};
+  return kOps.count(op.schema().name()) != 0;
 }
 
 // ---- the aten ops the device needs natively ---------------------------------------------------
@@ -169,8 +219,9 @@ const at::Tensor& resize_(const at::Tensor& self, at::IntArrayRef size,
 }
 
 at::Tensor& copy_(at::Tensor& self, const at::Tensor& src, bool non_blocking) {
-  if (tls_fallback_depth == 0 && is_emu(src) && !is_emu(self)) ++g_counters.device_to_host_copies;
-  cpu_alias(self).copy_(cpu_alias(src), non_blocking);
+  if (tls_fallback_depth == 0 && is_emu(src) && !is_emu(self) && !non_blocking) ++g_device_to_host;
+  StorageAliases aliases;
+  cpu_alias(self, aliases).copy_(cpu_alias(src, aliases), non_blocking);
   return self;
 }
 
@@ -187,13 +238,14 @@ at::Tensor copy_from_and_resize(const at::Tensor& self, const at::Tensor& dst) {
 }
 
 at::Scalar local_scalar_dense(const at::Tensor& self) {
-  if (tls_fallback_depth == 0) ++g_counters.item_calls;
+  if (tls_fallback_depth == 0) ++g_item_calls;
   return at::_local_scalar_dense(cpu_alias(self));
 }
 
 // Every other op: torch's CPU kernel on CPU aliases of the emu tensors (no copies: in-place
-// results land in the emu memory). Returned tensors that alias an input become emu views of it;
-// new ones are copied to fresh emu memory.
+// results land in the emu memory). A returned tensor in an argument's memory comes back as an
+// emu view of that memory; a new one is copied to fresh emu memory. An out= argument the op
+// must resize (an alias's storage cannot grow) is run again with a CPU copy, copied back.
 void emu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   struct Depth {
     Depth() { ++tls_fallback_depth; }
@@ -201,59 +253,79 @@ void emu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   } depth;
   const auto& schema_args = op.schema().arguments();
   const size_t begin = stack->size() - schema_args.size();
-  std::vector<std::pair<at::Tensor, at::Tensor>> aliases;  // (CPU alias, emu tensor)
-  std::vector<std::pair<at::Tensor, at::Tensor>> outs;     // out= arguments: (CPU copy, emu)
+  if (tls_fallback_depth == 1 && synchronises(op)) ++g_syncing_ops;
+  const std::vector<c10::IValue> given(stack->begin() + begin, stack->end());
+  StorageAliases storages;
+  std::vector<std::pair<at::Tensor, at::Tensor>> args;  // (CPU alias or out= copy, emu tensor)
+  std::vector<std::pair<at::Tensor, at::Tensor>> outs;  // out= arguments run on a copy
+  std::vector<std::pair<at::Tensor, at::Tensor>> written;  // other mutable (CPU alias, emu)
   auto to_cpu = [&](const at::Tensor& t) {
     if (!is_emu(t)) return t;
-    at::Tensor a = cpu_alias(t);
-    aliases.emplace_back(a, t);
+    at::Tensor a = cpu_alias(t, storages);
+    args.emplace_back(a, t);
     return a;
   };
-  for (size_t i = begin; i < stack->size(); ++i) {
-    c10::IValue& v = (*stack)[i];
-    const c10::AliasInfo* alias = schema_args[i - begin].alias_info();
-    if (v.isTensor() && is_emu(v.toTensor()) && alias && alias->isWrite() &&
-        schema_args[i - begin].kwarg_only()) {
-      // An out= argument may be resized by the op: it gets a CPU copy, copied back below.
-      at::Tensor e = v.toTensor();
-      at::Tensor c = cpu_alias(e).clone();
-      outs.emplace_back(c, e);
-      aliases.emplace_back(c, e);
-      v = c;
-    } else if (v.isTensor()) {
-      v = to_cpu(v.toTensor());
-    } else if (v.isTensorList()) {
-      c10::List<at::Tensor> list = v.toTensorList();
-      c10::List<at::Tensor> out;
-      for (const at::Tensor& t : list) out.push_back(to_cpu(t));
-      v = out;
-    } else if (v.isOptionalTensorList()) {
-      c10::List<std::optional<at::Tensor>> out;
-      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
-        out.push_back(t ? std::optional<at::Tensor>(to_cpu(*t)) : std::nullopt);
+  auto run = [&](bool copy_outs) {
+    stack->resize(begin);
+    for (size_t i = 0; i < given.size(); ++i) {
+      c10::IValue v = given[i];
+      const c10::AliasInfo* alias = schema_args[i].alias_info();
+      if (copy_outs && v.isTensor() && is_emu(v.toTensor()) && alias && alias->isWrite() &&
+          schema_args[i].kwarg_only()) {
+        at::Tensor e = v.toTensor();
+        at::Tensor c = cpu_alias(e, storages).clone();
+        outs.emplace_back(c, e);
+        args.emplace_back(c, e);
+        v = c;
+      } else if (v.isTensor()) {
+        const at::Tensor e = v.toTensor();
+        v = to_cpu(e);
+        if (is_emu(e) && alias && alias->isWrite()) written.emplace_back(v.toTensor(), e);
+      } else if (v.isTensorList()) {
+        c10::List<at::Tensor> out;
+        for (const at::Tensor& t : v.toTensorList()) out.push_back(to_cpu(t));
+        v = out;
+      } else if (v.isOptionalTensorList()) {
+        c10::List<std::optional<at::Tensor>> out;
+        for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
+          out.push_back(t ? std::optional<at::Tensor>(to_cpu(*t)) : std::nullopt);
+        }
+        v = out;
+      } else if (v.isDevice() && v.toDevice().type() == kEmu) {
+        check_index(v.toDevice().index());
+        v = c10::Device(at::kCPU);
       }
-      v = out;
-    } else if (v.isDevice() && v.toDevice().type() == kEmu) {
-      check_index(v.toDevice().index());
-      v = c10::Device(at::kCPU);
+      stack->push_back(std::move(v));
+    }
+    op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), stack);
+  };
+  try {
+    run(false);
+  } catch (const c10::Error& e) {  // resize_output raises before the op writes anything
+    if (std::string(e.what()).find("not resizable") == std::string::npos) throw;
+    args.clear();
+    written.clear();
+    run(true);
+  }
+  // An op may change a mutable argument's sizes and strides (an out= argument that needs no more
+  // memory is resized in place): the alias has them, the emu tensor gets them.
+  for (const auto& [c, e] : written) {
+    if (c.sizes() != e.sizes() || c.strides() != e.strides() ||
+        c.storage_offset() != e.storage_offset()) {
+      e.unsafeGetTensorImpl()->set_sizes_and_strides(c.sizes(), c.strides(), c.storage_offset());
     }
   }
-  op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), stack);
   for (const auto& [c, e] : outs) {
     if (c.sizes() != e.sizes()) resize_(e, c.sizes(), std::nullopt);
     cpu_alias(e).copy_(c);
   }
   auto to_emu = [&](const at::Tensor& t) -> at::Tensor {
     if (!t.defined() || t.device().type() != at::kCPU) return t;
-    const char* data = static_cast<const char*>(t.storage().data());
-    for (const auto& [alias, original] : aliases) {
-      if (t.unsafeGetTensorImpl() == alias.unsafeGetTensorImpl()) return original;
-      const char* lo = static_cast<const char*>(alias.storage().data());
-      if (data >= lo && data < lo + alias.storage().nbytes() && t.dtype() == original.dtype()) {
-        const int64_t shift = (static_cast<const char*>(t.data_ptr()) - lo) / t.element_size();
-        return at::native::as_strided_tensorimpl(original, t.sizes(), t.strides(),
-                                                 original.storage_offset() + shift);
-      }
+    for (const auto& [cpu, emu] : args) {
+      if (t.unsafeGetTensorImpl() == cpu.unsafeGetTensorImpl()) return emu;
+    }
+    if (const c10::Storage* emu = storages.emu_of(t.storage())) {
+      return view_on(t, *emu, c10::DispatchKey::PrivateUse1);
     }
     at::Tensor out = t.is_non_overlapping_and_dense()
                          ? empty_strided(t.sizes(), t.strides(), t.scalar_type(), {}, kDevice, {})
@@ -300,11 +372,12 @@ PyObject* py_counters(PyObject*, PyObject*) {
     live = g_live_bytes;
     peak = g_peak_bytes;
   }
-  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "live_bytes",
+  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "live_bytes",
                        static_cast<unsigned long long>(live), "peak_bytes",
                        static_cast<unsigned long long>(peak), "device_to_host_copies",
-                       static_cast<unsigned long long>(g_counters.device_to_host_copies),
-                       "item_calls", static_cast<unsigned long long>(g_counters.item_calls),
+                       static_cast<unsigned long long>(g_device_to_host.load()), "item_calls",
+                       static_cast<unsigned long long>(g_item_calls.load()), "syncing_ops",
+                       static_cast<unsigned long long>(g_syncing_ops.load()),
                        "launches", static_cast<unsigned long long>(s.launches), "threads",
                        static_cast<unsigned long long>(s.threads), "fiber_switches",
                        static_cast<unsigned long long>(s.fiber_switches), "schedule_runs",
@@ -352,8 +425,9 @@ PyMethodDef g_methods[] = {
     {"checks", py_checks, METH_NOARGS, "The checks that are on (a mask of CHECKS' bits)."},
     {"counters", py_counters, METH_NOARGS,
      "What the emulated device did since the module was loaded: live_bytes and peak_bytes of "
-     "device memory, device_to_host_copies and item_calls (what synchronises a GPU with the "
-     "host), launches, threads, fiber_switches, schedule_runs."},
+     "device memory; device_to_host_copies, item_calls and syncing_ops (nonzero, boolean "
+     "indexing, unique...: what synchronises a GPU with the host); launches, threads, "
+     "fiber_switches, schedule_runs."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

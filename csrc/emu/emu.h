@@ -35,8 +35,13 @@ struct uint3 {
   unsigned x, y, z;
 };
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) && !defined(__SANITIZE_THREAD__)
+#define __SANITIZE_THREAD__ 1  // clang's spelling of GCC's
+#endif
+#endif
 #if defined(__SANITIZE_THREAD__)
-// The emulator's own code and its atomics must not be instrumented (runtime.cpp).
+// The emulator's atomics must not be instrumented: they record themselves (runtime.cpp).
 #define SSD_EMU_UNTRACKED __attribute__((no_sanitize("thread"), noinline))
 #else
 #define SSD_EMU_UNTRACKED __attribute__((noinline))

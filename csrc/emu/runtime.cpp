@@ -74,7 +74,10 @@ constexpr int kMaxThreads = 1024;
 constexpr size_t kStackBytes = 256 * 1024;  // per fiber (virtual; the kernels use a few KiB)
 constexpr size_t kGuardBytes = 4096;
 constexpr size_t kRedzone = 16;
-// Static shared variables (48 KiB at most) and their redzones, in the tracked build's arena.
+// The tracked build's arena of one block: a margin | static shared variables (48 KiB at most)
+// and their redzones | the dynamic shared memory | a margin. Margins and redzones are out of
+// bounds; an access further away than a margin counts as a global one (the ASan build's job).
+constexpr size_t kArenaMargin = 4096;
 constexpr size_t kStaticArena = 96 * 1024;
 
 struct Launch;
@@ -266,6 +269,7 @@ struct Launch {
   KernelRef kernel;
   dim3 grid, block;
   size_t smem = 0;
+  size_t smem_limit = kDefaultSmemLimit;  // static + dynamic: 48 KiB, or 227 KiB once raised
   void (*run)(void*) = nullptr;
   void* closure = nullptr;
   int schedule = 0;  // 0: ascending, 1: reversed
@@ -279,7 +283,7 @@ struct Launch {
 
   // shared memory
   std::vector<SharedVar> vars;
-  size_t static_used = 0;   // arena bytes taken by static variables (redzones included)
+  size_t static_used = 0;   // tracked build: the arena offset where the next variable may go
   size_t static_bytes = 0;  // static shared memory as the kernel declares it
   char* arena = nullptr;  // tracked build: [static variables | dynamic], with redzones
   size_t arena_bytes = 0, dyn_offset = 0;
@@ -382,7 +386,12 @@ extern "C" __attribute__((used, visibility("hidden"))) void ssd_emu_fiber_main(
   __sanitizer_finish_switch_fiber(nullptr, &g_main_bottom, &g_main_size);
 #endif
   tls_track = L.tracked ? &L : nullptr;
-  L.run(L.closure);
+  try {
+    L.run(L.closure);
+  } catch (const std::exception& e) {  // no unwinding past a fiber's first frame
+    tls_track = nullptr;
+    fail_in_fiber(std::string("an exception left the kernel: ") + e.what());
+  }
   tls_track = nullptr;
   t->state = State::kDone;
   switch_to_scheduler(L, *t, true);
@@ -473,13 +482,14 @@ void complete_warp_op(Launch& L, int warp, unsigned mask) {
 
 // Every thread is blocked or done: release the block barrier, or report the divergence.
 void release_block(Launch& L) {
+  auto at_barrier = [](const Thread& t) { return t.state == State::kWaiting && !is_warp_op(t.op); };
   uint64_t all = 1;
   for (const Thread& t : L.threads) {
-    if (t.state == State::kWaiting) all &= t.value != 0;
+    if (at_barrier(t)) all &= t.value != 0;
   }
   ++g_phase;
   for (Thread& t : L.threads) {
-    if (t.state != State::kWaiting) continue;
+    if (!at_barrier(t)) continue;
     t.result = all;
     t.op = Op::kNone;
     t.state = State::kRunnable;
@@ -496,8 +506,14 @@ void resolve_block(Launch& L) {
       exited = &t;
       continue;
     }
-    if (is_warp_op(t.op) && !on(kCheckWarp) && (t.mask & ~live_lanes(L, t.warp)) != 0) {
-      complete_warp_op(L, t.warp, t.mask & live_lanes(L, t.warp));  // without the lanes that left
+    if (is_warp_op(t.op) && !on(kCheckWarp)) {  // without the lanes that are not there
+      unsigned there = 0;
+      const Thread* base = &L.threads[t.warp * kWarpSize];
+      for (int l = 0; l < L.warp_lanes(t.warp); ++l) {
+        const Thread& o = base[l];
+        if (o.state == State::kWaiting && o.op == t.op && same_site(o.site, t.site)) there |= 1u << l;
+      }
+      complete_warp_op(L, t.warp, t.mask & there);
       return;
     }
     if (is_warp_op(t.op)) {  // its warp operation lacks a lane, which is stuck elsewhere
@@ -539,16 +555,18 @@ void reset_shared(Launch& L) {
   ++g_phase;
 #if SSD_EMU_TRACKED_BUILD
   // The previous block's static variables become redzone until allocated again.
-  for (size_t i = 0; i < L.static_used; ++i) L.shadow[i].redzone = 1;
+  for (size_t i = kArenaMargin; i < L.static_used; ++i) L.shadow[i].redzone = 1;
   L.poison(L.arena + L.dyn_offset, L.smem, 0);
+  L.static_used = kArenaMargin;
 #else
   for (SharedVar& v : L.vars) std::free(v.heap);
   std::free(L.dyn_heap);
   L.dyn_heap = static_cast<char*>(std::malloc(L.smem));  // exactly its size (ASan: overruns caught)
   L.poison(L.dyn_heap, L.smem, 0);
+  L.static_used = 0;
 #endif
   L.vars.clear();
-  L.static_used = L.static_bytes = 0;
+  L.static_bytes = 0;
 }
 
 void run_block(Launch& L, uint3 bidx) {
@@ -787,13 +805,16 @@ void launch(const KernelRef& kernel, dim3 grid, dim3 block, size_t smem, void (*
   L.run = run;
   L.closure = closure;
   if (on(kCheckLaunch)) check_config(L);
+  if (smem_attr().count(kernel.id) != 0 || smem > size_t(kDefaultSmemLimit)) {
+    L.smem_limit = kMaxDynamicSmemOptin;
+  }
   g_stacks.init();
   ++g_stats.launches;
   ++launch_counts()[kernel_base_name(kernel.name)];
 #if SSD_EMU_TRACKED_BUILD
   L.tracked = true;
-  L.dyn_offset = kStaticArena;
-  L.arena_bytes = kStaticArena + (smem + 15) / 16 * 16 + kRedzone;
+  L.dyn_offset = kArenaMargin + kStaticArena;
+  L.arena_bytes = L.dyn_offset + (smem + 15) / 16 * 16 + kArenaMargin;
   std::vector<char> arena(L.arena_bytes);
   L.arena = arena.data();
   L.shadow.assign(L.arena_bytes, ShadowByte{0, 0, 0, 0, 0, 1});
@@ -956,10 +977,14 @@ void* block_shared(const void* key, size_t bytes, size_t align, const char* name
                   std::to_string(bytes) + " bytes, " + std::to_string(L.static_bytes) +
                   " in all)");
   }
-  if (L.static_bytes + L.smem > size_t(kMaxDynamicSmemOptin)) {
-    fail_in_fiber("static and dynamic shared memory exceed 227 KiB");
+  if (L.static_bytes + L.smem > L.smem_limit) {
+    fail_in_fiber("its static (" + std::to_string(L.static_bytes) + " bytes) and dynamic (" +
+                  std::to_string(L.smem) + " bytes) shared memory exceed the block's " +
+                  std::to_string(L.smem_limit) + (L.smem_limit == size_t(kDefaultSmemLimit)
+                      ? " (48 KiB: raise the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize)"
+                      : " (227 KiB on an H100/H200)"));
   }
-  if (SSD_EMU_TRACKED_BUILD && offset + bytes + kRedzone > kStaticArena) {
+  if (SSD_EMU_TRACKED_BUILD && offset + bytes + kRedzone > kArenaMargin + kStaticArena) {
     fail_in_fiber("too many __shared__ variables for the emulator's arena");
   }
   SharedVar v{key, offset, bytes, name, nullptr};
@@ -1032,11 +1057,11 @@ void shared_access(Launch& L, size_t off, size_t n, Access kind) {
     if (s.redzone && on(kCheckBounds)) {
       fail_in_fiber("out-of-bounds shared-memory access: " + L.who(me) + " " + kind_name(kind) + " " +
                     std::to_string(n) + (n == 1 ? " byte" : " bytes") +
-                    (i >= L.dyn_offset ? " at byte " + std::to_string(off - L.dyn_offset) +
-                                             " of the " + std::to_string(L.smem) +
-                                             " bytes of dynamic shared memory"
-                                       : " at static shared offset " + std::to_string(off) +
-                                             ", outside every __shared__ variable"));
+                    (i >= L.dyn_offset && i < L.dyn_offset + L.smem + kArenaMargin
+                         ? " at byte " + std::to_string(off - L.dyn_offset) + " of the " +
+                               std::to_string(L.smem) + " bytes of dynamic shared memory"
+                         : i < kArenaMargin ? " before the block's shared memory"
+                                            : " outside every __shared__ variable"));
     }
     const bool written = s.write_phase == phase && s.writer != t;
     const bool read = s.read_phase == phase && s.reader != t;
@@ -1060,8 +1085,8 @@ void shared_access(Launch& L, size_t off, size_t n, Access kind) {
         s.read_phase = phase;
         s.reader = t;
       }
-    } else if (kind == Access::kAtomic && s.write_phase == phase && s.atomic) {
-      if (s.writer != t) s.writer = kMany;
+    } else if (kind == Access::kAtomic && s.write_phase == phase) {
+      if (s.atomic && s.writer != t) s.writer = kMany;  // (after its own plain write: stays plain)
     } else {
       s.write_phase = phase;
       s.writer = t;
@@ -1121,6 +1146,22 @@ SSD_EMU_RW(4)
 SSD_EMU_RW(8)
 SSD_EMU_RW(16)
 SSD_EMU_HOOK void __tsan_read_range(void* a, unsigned long n) { on_access(a, n, Access::kRead); }
+// Clang's names for the memory builtins (GCC's kernels are built without loop-to-memset
+// rewriting, setup.py, so that no such call escapes the hooks).
+SSD_EMU_HOOK void* __tsan_memcpy(void* d, const void* s, unsigned long n) {
+  on_access(const_cast<void*>(s), n, Access::kRead);
+  on_access(d, n, Access::kWrite);
+  return std::memcpy(d, s, n);
+}
+SSD_EMU_HOOK void* __tsan_memmove(void* d, const void* s, unsigned long n) {
+  on_access(const_cast<void*>(s), n, Access::kRead);
+  on_access(d, n, Access::kWrite);
+  return std::memmove(d, s, n);
+}
+SSD_EMU_HOOK void* __tsan_memset(void* d, int c, unsigned long n) {
+  on_access(d, n, Access::kWrite);
+  return std::memset(d, c, n);
+}
 SSD_EMU_HOOK void __tsan_write_range(void* a, unsigned long n) { on_access(a, n, Access::kWrite); }
 SSD_EMU_HOOK void __tsan_init() {}
 SSD_EMU_HOOK void __tsan_func_entry(void*) {}

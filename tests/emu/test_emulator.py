@@ -51,6 +51,9 @@ CASES = [
      r"the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize first\)\)"),
     ("big_static", "launch", r"kernel big_static_kernel: its static shared memory exceeds 48 KiB "
      r"\(buf: 50176 bytes, 50176 in all\)"),
+    ("static_plus_dynamic", "launch", r"kernel static_plus_dynamic_kernel: its static \(16384 bytes\) "
+     r"and dynamic \(40960 bytes\) shared memory exceed the block's 49152 \(48 KiB: raise the "
+     r"kernel's cudaFuncAttributeMaxDynamicSharedMemorySize\)"),
     ("barrier_exit", "barrier", r"kernel barrier_exit_kernel: barrier divergence: thread \(0,0,0\) of "
      r"block \(0,0,0\) waits at __syncthreads \(broken_kernels.cu:\d+\) but thread \(\d+,0,0\) of "
      r"block \(0,0,0\) has exited \(32 of 64 threads have\)"),
@@ -68,6 +71,9 @@ CASES = [
      r"\(\d+,0,0\) of block \(0,0,0\) (wrote|read) since the last barrier"),
     ("atomic_race", "race", r"kernel atomic_race_kernel: shared-memory race \(.*\): .*__shared__ "
      r"count, byte 0"),
+    ("atomic_after_plain", "race", r"kernel atomic_after_plain_kernel: shared-memory race \(atomic "
+     r"after a plain access\): thread \(\d+,0,0\) of block \(0,0,0\) atomically updates __shared__ "
+     r"count, byte 0, which thread \(0,0,0\) of block \(0,0,0\) wrote since the last barrier"),
     ("last_block_wins", "schedules", r"kernel last_block_wins_kernel: its two schedules \(threads and "
      r"blocks in ascending, then in reversed order\) wrote different bytes at 0x[0-9a-f]+ \(byte 0 of "
      r"an? 8192-byte device allocation\): 0x7 then 0x0"),
@@ -76,6 +82,8 @@ CASES = [
     ("shared_overrun", "bounds", r"kernel shared_overrun_kernel: out-of-bounds shared-memory access: "
      r"thread \(63,0,0\) of block \(0,0,0\) writes 1 byte at byte 63 of the 63 bytes of dynamic "
      r"shared memory"),
+    ("shared_underrun", "bounds", r"kernel shared_underrun_kernel: out-of-bounds shared-memory access: "
+     r"thread \(0,0,0\) of block \(0,0,0\) writes 4 bytes before the block's shared memory"),
 ]
 TRACKED_CHECKS = {"race", "schedules", "poison", "bounds"}
 
@@ -95,7 +103,8 @@ def test_check_fires_and_names_the_kernel(case, check, message):
 OFF = [("above_bounds", ("launch",)), ("barrier_exit", ("barrier",)),
        ("barrier_sites", ("barrier",)), ("partial_warp", ("warp",)), ("warp_exit", ("warp",)),
        ("race", ("race", "schedules")), ("atomic_race", ("race", "schedules")),
-       ("last_block_wins", ("schedules",)), ("shared_overrun", ("bounds",))]
+       ("atomic_after_plain", ("race", "schedules")), ("last_block_wins", ("schedules",)),
+       ("shared_overrun", ("bounds",)), ("shared_underrun", ("bounds",))]
 
 
 @pytest.mark.parametrize("case, checks", OFF, ids=[c[0] for c in OFF])
@@ -145,6 +154,40 @@ def test_host_synchronisations_are_counted():
     assert y.item() == 12.0
     assert host_syncs() == before + 1
     x.cpu()
+    assert host_syncs() == before + 2
+
+
+def test_torch_ops_on_the_device_keep_their_aliasing():
+    """torch's ops on "emu" run its CPU kernels on the same memory: views of any dtype write
+    through, and overlapping arguments are seen as such (the CPU's error, not garbage)."""
+    x = torch.arange(6.0, device="emu")
+    x.view(torch.int32)[0] = 0x3F800000  # the bits of 1.0f
+    assert x.cpu().tolist() == [1.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    x[::2].mul_(10)
+    assert x.cpu().tolist() == [10.0, 1.0, 20.0, 3.0, 40.0, 5.0]
+    with pytest.raises(RuntimeError, match="refer to a single memory location"):
+        x[1:].add_(x[:-1])
+    with pytest.raises(RuntimeError, match="refer to a single memory location"):
+        torch.add(x[1:], 1, out=x[:-1])
+    # out= arguments resized by the op, with and without more memory
+    empty = torch.zeros(0, 4, device="emu")
+    out = torch.empty(0, device="emu")
+    torch.abs(empty, out=out)
+    assert out.shape == (0, 4) and torch.allclose(empty, empty.clone())
+    torch.add(x, 1, out=out)
+    assert out.cpu().tolist() == [11.0, 2.0, 21.0, 4.0, 41.0, 6.0]
+
+
+def test_ops_that_read_the_device_count_as_host_synchronisations():
+    """nonzero, boolean indexing and their kind read the device on a GPU."""
+    x = torch.tensor([0.0, 1.0, 0.0, 2.0], device="emu")
+    before = host_syncs()
+    x + 1
+    x[torch.tensor([0, 2], device="emu")]  # integer indices: no synchronisation
+    assert host_syncs() == before
+    torch.nonzero(x)
+    assert host_syncs() == before + 1
+    x[x > 0]
     assert host_syncs() == before + 2
 
 
