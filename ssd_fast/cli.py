@@ -1,6 +1,7 @@
 """The ``ssd-fast`` command line."""
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -37,6 +38,30 @@ def _bench(args):
 #: worker + 1 thread (137 vs 111 img/s in float32).
 DEMO = dict(arch="ssd_tiny", image_size=128, train_n=3000, test_n=500, iterations=3100, batch_size=32,
             optimizer="adamw", lr=4e-3, expand_p=0.3, photometric=False, workers=0)
+
+
+def _error(command, message, status=2):
+    """A user's mistake: one line naming the argument and what is wrong; exit status 2."""
+    print(f"ssd-fast {command}: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _check_train_args(args):
+    """The values that can only ruin a run, refused before anything is built."""
+    if args.iterations <= 0:
+        _error("train", f"--iterations must be > 0, got {args.iterations}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        _error("train", f"--lr must be a finite number > 0, got {args.lr}")
+    if args.warmup < 0:
+        _error("train", f"--warmup must be >= 0, got {args.warmup}")
+    if args.checkpoint_every <= 0:
+        _error("train", f"--checkpoint-every must be > 0, got {args.checkpoint_every}")
+    if args.batch_size <= 0:
+        _error("train", f"--batch-size must be > 0, got {args.batch_size}")
+    if args.workers < 0:
+        _error("train", f"--workers must be >= 0, got {args.workers}")
+    if args.image_size is not None and args.image_size <= 0:
+        _error("train", f"--image-size must be > 0, got {args.image_size}")
 
 
 def _threads(device, workers):
@@ -108,24 +133,34 @@ def _demo(args):
 
 def _train(args):
     from .data import build_dataset
-    from .engine import TrainConfig, Trainer, evaluate, init_from_env, is_main
+    from .engine import NonFiniteTraining, TrainConfig, Trainer, evaluate, init_from_env, is_main
     from .models import build_model, load_checkpoint, model_from_config, save_checkpoint
 
+    _check_train_args(args)
     device = init_from_env(args.device)
     _threads(device, args.workers)
     dataset = build_dataset(args.data)
+    eval_data = build_dataset(args.eval_data) if args.eval_data else None  # before hours of training
     classes = list(dataset.classes)
     if args.resume:
         if not os.path.isfile(args.resume):
             sys.exit(f"ssd-fast train: --resume {args.resume!r} does not exist")
-        model = model_from_config(load_checkpoint(args.resume)["config"])
+        config = load_checkpoint(args.resume)["config"]
+        model = model_from_config(config)
+        if args.arch is not None and args.arch != config["arch"]:
+            _error("train", f"--arch {args.arch} differs from the checkpoint's {config['arch']} "
+                            f"(--resume {args.resume})")
+        if args.image_size is not None and args.image_size != model.image_size[0]:
+            _error("train", f"--image-size {args.image_size} differs from the checkpoint's "
+                            f"{model.image_size[0]} (--resume {args.resume})")
         if model.num_classes != len(classes):
             sys.exit(f"ssd-fast train: --resume {args.resume!r} has num_classes={model.num_classes}, "
                      f"the data {args.data!r} has {len(classes)} (background included)")
     else:
-        kw = {"image_size": args.image_size} if args.arch in ("ssdlite", "ssd_tiny") else {}
+        arch = args.arch or "ssd_tiny"
+        kw = {"image_size": args.image_size or 160} if arch in ("ssdlite", "ssd_tiny") else {}
         torch.manual_seed(args.seed)
-        model = build_model(args.arch, num_classes=len(classes), classes=classes, **kw)
+        model = build_model(arch, num_classes=len(classes), classes=classes, **kw)
     milestones = [int(m) for m in args.milestones.split(",") if m] if args.milestones else \
         [int(args.iterations * 2 / 3), int(args.iterations * 5 / 6)]
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, optimizer=args.optimizer,
@@ -133,12 +168,15 @@ def _train(args):
                       workers=args.workers, checkpoint_every=args.checkpoint_every,
                       schedule=args.schedule, amp={"auto": None, "on": True, "off": False}[args.amp],
                       progress=not args.quiet)
-    Trainer(model, dataset, cfg, out_dir=args.out, device=device).train(resume=args.resume)
+    try:
+        Trainer(model, dataset, cfg, out_dir=args.out, device=device).train(resume=args.resume)
+    except NonFiniteTraining as e:  # no model.pt: the last checkpoint is the last good state
+        _error("train", str(e), status=1)
     if is_main():
         save_checkpoint(os.path.join(args.out, "model.pt"), model)
         print(f"wrote {args.out}/model.pt and {args.out}/checkpoint.pt")
-    if args.eval_data:
-        metrics = evaluate(model.eval(), build_dataset(args.eval_data), device=device)
+    if eval_data is not None:
+        metrics = evaluate(model.eval(), eval_data, device=device)
         if is_main():
             _write_json(os.path.join(args.out, "metrics.json"), metrics)
             print(f"VOC07 mAP@0.5 {metrics['voc07_map50']:.4f} on {args.eval_data}")
@@ -228,8 +266,11 @@ def build_parser():
 
     t = sub.add_parser("train", help="train a model (torchrun for several processes)")
     t.add_argument("--data", required=True, help="dataset spec, e.g. synthetic:seed=0,n=4000 or voc:ROOT,year=2007,split=trainval")
-    t.add_argument("--arch", default="ssd_tiny", help="ssd_tiny, ssdlite, ssd300_vgg16 or ssd512_vgg16")
-    t.add_argument("--image-size", type=int, default=160, help="input size of ssd_tiny and ssdlite")
+    t.add_argument("--arch", default=None,
+                   help="ssd_tiny (default), ssdlite, ssd300_vgg16 or ssd512_vgg16; with --resume, the "
+                        "checkpoint's")
+    t.add_argument("--image-size", type=int, default=None,
+                   help="input size of ssd_tiny and ssdlite (default 160); with --resume, the checkpoint's")
     t.add_argument("--iterations", type=int, default=1000)
     t.add_argument("--batch-size", type=int, default=32, help="per process")
     t.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),

@@ -94,3 +94,62 @@ def test_console_script_exits_with_status_0(tmp_path):
             "sys.exit(console())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--lr", "nan", "--lr must be a finite number > 0, got nan"),
+    ("--lr", "inf", "--lr must be a finite number > 0, got inf"),
+    ("--lr", "0", "--lr must be a finite number > 0, got 0.0"),
+    ("--lr", "-0.1", "--lr must be a finite number > 0, got -0.1"),
+    ("--warmup", "-1", "--warmup must be >= 0, got -1"),
+    ("--checkpoint-every", "0", "--checkpoint-every must be > 0, got 0"),
+    ("--iterations", "0", "--iterations must be > 0, got 0"),
+    ("--iterations", "-5", "--iterations must be > 0, got -5"),
+    ("--batch-size", "0", "--batch-size must be > 0, got 0"),
+    ("--workers", "-1", "--workers must be >= 0, got -1"),
+    ("--image-size", "0", "--image-size must be > 0, got 0"),
+])
+def test_train_refuses_values_that_can_only_ruin_a_run(tmp_path, capsys, flag, value, message):
+    """Refused before anything is built or written, naming the flag: one line, exit status 2."""
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "synthetic:n=16,size=64", "--device", "cpu", "--quiet",
+              "--out", str(tmp_path / "out"), flag, value])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"ssd-fast train: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_opens_eval_data_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown kind 'nope'"):
+        main(["train", "--data", "synthetic:n=16,size=64", "--device", "cpu", "--quiet",
+              "--out", str(tmp_path / "out"), "--eval-data", "nope:x"])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--arch", "ssdlite", "--arch ssdlite differs from the checkpoint's ssd_tiny"),
+    ("--image-size", "96", "--image-size 96 differs from the checkpoint's 64"),
+])
+def test_resume_with_another_architecture_is_an_error(tmp_path, capsys, flag, value, message):
+    _train(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "synthetic:n=16,size=64", "--iterations", "3", "--batch-size", "4",
+              "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path),
+              "--resume", str(tmp_path / "checkpoint.pt"), flag, value])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith(f"ssd-fast train: {message} (--resume ")
+
+
+def test_a_run_stopped_by_non_finite_steps_writes_no_model(tmp_path, capsys, monkeypatch):
+    from ssd_fast.engine import NonFiniteTraining, Trainer
+
+    def diverge(self, resume=None, stop_at=None):
+        raise NonFiniteTraining("training stopped at iteration 7: its last 50 steps were all skipped")
+    monkeypatch.setattr(Trainer, "train", diverge)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "synthetic:n=16,size=64", "--device", "cpu", "--quiet",
+              "--out", str(tmp_path)])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == ("ssd-fast train: training stopped at iteration 7: its last 50 "
+                                       "steps were all skipped\n")
+    assert not (tmp_path / "model.pt").exists()

@@ -45,6 +45,10 @@ class TrainConfig:
     workers: int = 2
     amp: Optional[bool] = None  # None: on for CUDA (fp16 + GradScaler); on CPU amp means bf16 autocast
     checkpoint_every: int = 0  # 0: only at the end
+    # This many skipped (non-finite) steps in a row stop the run with NonFiniteTraining: a loss
+    # that stays NaN cannot recover, and the skipped steps leave the model as it was. (AMP's
+    # loss scaler skips a handful in a row while it finds its scale.)
+    max_skipped_in_a_row: int = 50
     log_every: int = 20
     expand_p: float = 0.5
     max_expand: float = 4.0
@@ -63,6 +67,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.max_skipped_in_a_row < 1:
+            raise ValueError(f"max_skipped_in_a_row must be >= 1, got {self.max_skipped_in_a_row}")
         self.milestones = tuple(int(m) for m in self.milestones)
 
 
@@ -108,11 +114,15 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class NonFiniteTraining(RuntimeError):
+    """Training cannot go on: TrainConfig.max_skipped_in_a_row non-finite steps in a row."""
+
+
 class Trainer:
     """``Trainer(model, dataset, cfg, out_dir, device).train(resume=None)``.
 
-    ``out_dir`` receives ``checkpoint.pt`` (every ``checkpoint_every`` iterations and at the end;
-    written atomically), ``model.pt`` (the final weights only) and ``log.jsonl`` (one JSON
+    ``out_dir`` receives ``checkpoint.pt`` (every ``checkpoint_every`` iterations, unless the last
+    step was skipped or a weight is not finite, and at the end; written atomically), ``model.pt`` (the final weights only) and ``log.jsonl`` (one JSON
     object per ``log_every`` iterations: iteration, loss, loc_loss, conf_loss, lr, img_per_s,
     skipped_steps). Only rank 0 writes.
     """
@@ -145,6 +155,7 @@ class Trainer:
         self.data = Augmented(dataset, self.transform, cfg.seed)
         self.iteration = 0
         self.skipped_steps = 0
+        self.skipped_in_a_row = 0
 
     # -- checkpoints --------------------------------------------------------------------------
     def state(self) -> Dict:
@@ -179,8 +190,10 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
     def step(self, images, target) -> Optional[Dict[str, float]]:
         """One iteration: load -> loss -> backward -> step; returns the losses, or None when the
-        step was skipped (non-finite loss or gradients on any rank). ``images``: uint8 pixels
-        (normalized here, on the device) or already normalized floats."""
+        step was skipped (non-finite loss or gradients on any rank). A skipped step leaves the
+        model, its buffers (BatchNorm's running statistics, which the forward in train mode
+        updates) and the optimizer exactly as they were. ``images``: uint8 pixels (normalized
+        here, on the device) or already normalized floats."""
         images = images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
             images = normalize_image(images)
@@ -188,6 +201,7 @@ class Trainer:
         boxes = target["boxes"].to(self.device, non_blocking=True)
         labels = target["labels"].to(self.device, non_blocking=True)
         self.net.train()
+        buffers = [b.detach().clone() for b in self.model.buffers()]  # restored if skipped
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             loc, conf = self.net(images)
         loc_loss, conf_loss = self.criterion(loc, conf, boxes, labels)
@@ -199,21 +213,35 @@ class Trainer:
             torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
             ok = ok.bool()
         if not bool(ok):
-            self.skipped_steps += 1
-            return None
+            return self._skip(buffers)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
         if not math.isfinite(float(grad_norm)):
-            self.skipped_steps += 1
             if self.scaler.is_enabled():  # let the scaler see the overflow and lower its scale (it skips the step)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
-            return None
+            return self._skip(buffers)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.skipped_in_a_row = 0
         return {"loss": loss.item(), "loc_loss": loc_loss.item(), "conf_loss": conf_loss.item()}
+
+    def _healthy(self) -> bool:
+        """Worth a checkpoint: the last step was not skipped and every weight and buffer is
+        finite (else the previous checkpoint stays: the last good state)."""
+        return self.skipped_in_a_row == 0 and all(
+            bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
+
+    def _skip(self, buffers) -> None:
+        """A skipped step: the buffers back as they were before its forward."""
+        with torch.no_grad():
+            for b, saved in zip(self.model.buffers(), buffers):
+                b.copy_(saved)
+        self.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        return None
 
     def train(self, resume: Optional[str] = None, stop_at: Optional[int] = None) -> Dict:
         """Train up to ``cfg.iterations`` (or ``stop_at``, to simulate an interruption).
@@ -239,6 +267,13 @@ class Trainer:
         try:
             for images, target in loader:
                 losses = self.step(images, target)
+                if self.skipped_in_a_row >= cfg.max_skipped_in_a_row:
+                    raise NonFiniteTraining(
+                        f"training stopped at iteration {self.iteration + 1}: its last "
+                        f"{self.skipped_in_a_row} steps were all skipped (non-finite loss or gradients; "
+                        f"lower the learning rate?). They left the model as it was; the checkpoint "
+                        f"last written" + (f" ({os.path.join(self.out_dir, 'checkpoint.pt')})"
+                                           if self.out_dir else "") + " is intact")
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
                 self.iteration += 1
@@ -259,7 +294,8 @@ class Trainer:
                         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2g}",
                                         img_s=f"{record['img_per_s']:.0f}")
                     window, t0 = [], time.perf_counter()
-                if self.out_dir and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                if (self.out_dir and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0
+                        and self._healthy()):
                     self.save(os.path.join(self.out_dir, "checkpoint.pt"))
         finally:
             if bar is not None:

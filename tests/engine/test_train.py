@@ -33,6 +33,8 @@ def test_config_errors():
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match=r"schedule must be one of \('multistep', 'cosine'\), got 'linear'"):
         TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="max_skipped_in_a_row must be >= 1, got 0"):
+        TrainConfig(max_skipped_in_a_row=0)
 
 
 def test_lr_schedule():
@@ -88,16 +90,74 @@ def test_non_finite_steps_are_skipped(tmp_path):
     data = build_dataset("synthetic:n=8,size=64")
     model = _model()
     trainer = Trainer(model, data, _cfg(iterations=2), out_dir=None)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         model.conf_head[0][1].bias.fill_(float("nan"))
-    nan_bias = model.conf_head[0][1].bias.clone()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.train()
     assert trainer.skipped_steps == 2 and trainer.iteration == 2
+    for k, v in model.state_dict().items():  # BatchNorm's running statistics included
+        assert torch.equal(v, before[k]) or (torch.isnan(v).all() and torch.isnan(before[k]).all()), k
+
+
+def _batch(data, trainer, n=4):
+    from ssd_fast.data import collate
+    return collate([trainer.data[i] for i in range(n)])
+
+
+@pytest.mark.parametrize("cause", ["nan_image", "inf_loss", "nan_gradient"])
+def test_a_skipped_step_leaves_everything_as_it_was(cause):
+    """Model parameters, buffers (BatchNorm's running statistics: the forward in train mode
+    updates them before the loss is seen) and optimizer state, bit for bit."""
+    data = build_dataset("synthetic:n=8,size=64")
+    model = _model()
+    trainer = Trainer(model, data, _cfg(optimizer="adamw"), out_dir=None)
+    images, target = _batch(data, trainer)
+    assert trainer.step(images, target) is not None  # a good step: optimizer state exists
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = trainer.optimizer.state_dict()
+    opt_state = {i: {k: v.clone() for k, v in s.items()} for i, s in opt["state"].items()}
+    images = images.float() / 255
+    hook = None
+    if cause == "nan_image":
+        images[0, :, 5:9, 5:9] = float("nan")
+    elif cause == "inf_loss":
+        criterion = trainer.criterion
+        trainer.criterion = lambda *a: tuple(x * float("inf") for x in criterion(*a))
+    else:
+        hook = model.conf_head[0][1].weight.register_hook(lambda g: g * float("nan"))
+    assert trainer.step(images, target) is None and trainer.skipped_steps == 1
+    if hook is not None:
+        hook.remove()
     for k, v in model.state_dict().items():
-        if "running" not in k and "num_batches" not in k and k != "conf_head.0.1.bias":
-            assert torch.equal(v, before[k]), k
-    assert torch.isnan(nan_bias).all()
+        assert torch.equal(v, state[k]), k
+    after = trainer.optimizer.state_dict()["state"]
+    for i, s in opt_state.items():
+        for k, v in s.items():
+            assert torch.equal(after[i][k], v), (i, k)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_run_whose_steps_stay_non_finite_stops(tmp_path):
+    """max_skipped_in_a_row skipped steps in a row stop training with a clear error: no final
+    model, the checkpoint last written intact (iteration 2, before the weights went NaN)."""
+    from ssd_fast.engine import NonFiniteTraining
+    from ssd_fast.models import load_checkpoint
+
+    data = build_dataset("synthetic:n=8,size=64")
+    model = _model()
+    cfg = _cfg(iterations=20, checkpoint_every=2, max_skipped_in_a_row=3)
+    trainer = Trainer(model, data, cfg, out_dir=str(tmp_path))
+    trainer.train(stop_at=2)
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.conf_head[0][1].bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteTraining, match=r"training stopped at iteration 5: its last 3 steps "
+                       r"were all skipped \(non-finite loss or gradients; lower the learning rate\?\)"):
+        trainer.train()
+    saved = load_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert saved["iteration"] == 2
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in good.items())
+    assert not (tmp_path / "model.pt").exists()
 
 
 def test_resume_needs_a_training_checkpoint(tmp_path):
