@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data import Augmented, IterationBatchSampler, TrainTransform, collate, normalize_image
 from ..models import MultiBoxLoss, save_checkpoint
-from ..models.checkpoint import load_checkpoint
+from ..models.checkpoint import load_checkpoint, remove_stale_temporaries
 from .distributed import world
 
 
@@ -247,6 +247,9 @@ class Trainer:
         """Train up to ``cfg.iterations`` (or ``stop_at``, to simulate an interruption).
         Returns the last logged record."""
         cfg = self.cfg
+        if self.out_dir and self.rank == 0:  # what a run killed while writing left behind
+            for name in ("checkpoint.pt", "model.pt"):
+                remove_stale_temporaries(os.path.join(self.out_dir, name))
         if resume:
             self.load(resume)
         end = min(cfg.iterations, stop_at) if stop_at is not None else cfg.iterations

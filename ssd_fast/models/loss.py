@@ -33,7 +33,9 @@ class MultiBoxLoss(nn.Module):
       padding rows have a negative label (images with fewer boxes).
     - A label >= ``num_classes`` is a ``ValueError`` naming it, on every device: on a GPU
       that check reads one flag back (a host synchronisation per call; ``check_labels=False``
-      skips it, and a bad label then makes ``conf_loss`` NaN).
+      skips it, and a bad label then makes ``conf_loss`` NaN). Under ``torch.compile``
+      (``fullgraph=True`` works) the check is left to the ops: ``ValueError`` on the CPU, NaN on
+      CUDA. Bool labels are refused.
     - ``loc_loss``: smooth L1 (beta 1) between ``loc`` and the encoded matched GT, summed
       over positive priors; ``conf_loss``: softmax cross-entropy summed over positives and the
       negatives ``hard_negative_mining`` selects, ranked by background cross-entropy
@@ -85,11 +87,15 @@ class MultiBoxLoss(nn.Module):
                              f"{tuple(conf_logits.shape)}")
         if gt_boxes.dim() != 3 or gt_boxes.shape[0] != B or gt_boxes.shape[2] != 4:
             raise ValueError(f"MultiBoxLoss: gt_boxes must be [B={B}, G, 4], got {tuple(gt_boxes.shape)}")
-        if gt_labels.shape != gt_boxes.shape[:2] or gt_labels.dtype.is_floating_point:
+        if (gt_labels.shape != gt_boxes.shape[:2] or gt_labels.dtype.is_floating_point
+                or gt_labels.dtype == torch.bool):
             raise ValueError(f"MultiBoxLoss: gt_labels must be integer [B, G] = {tuple(gt_boxes.shape[:2])}, "
                              f"got {gt_labels.dtype} {tuple(gt_labels.shape)}")
-        # on a GPU the comparison runs there and one flag comes back (the value only on error)
-        if self.check_labels and gt_labels.numel() and bool((gt_labels >= C).any()):
+        # On a GPU the comparison runs there and one flag comes back (the value only on error).
+        # Not under torch.compile, which cannot trace a value read back: there the ops
+        # themselves are what sees a label >= C (CPU: ValueError, CUDA: a NaN conf_loss).
+        if (self.check_labels and gt_labels.numel() and not torch.compiler.is_compiling()
+                and bool((gt_labels >= C).any())):
             raise ValueError(f"MultiBoxLoss: gt_labels must be < num_classes={C}, got {int(gt_labels.max())}")
 
     def forward(self, loc: Tensor, conf_logits: Tensor, gt_boxes: Tensor,

@@ -86,6 +86,28 @@ def test_resume_is_exact(tmp_path, optimizer):
         assert torch.equal(a, b), k
 
 
+def test_a_run_killed_while_writing_leaves_nothing_behind(tmp_path):
+    """A SIGKILL in the middle of a checkpoint write leaves a temporary file (the checkpoint
+    itself is intact): the next run removes it, and the resume is still exact."""
+    data = build_dataset("synthetic:n=16,size=64")
+    full = _model()
+    Trainer(full, data, _cfg(), out_dir=str(tmp_path / "full")).train()
+    cut = tmp_path / "cut"
+    Trainer(_model(), data, _cfg(checkpoint_every=3), out_dir=str(cut)).train(stop_at=4)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a writer that is gone
+    stale = [cut / f".{name}.{dead.pid}.k1ll.tmp" for name in ("checkpoint.pt", "model.pt")]
+    for f in stale:
+        f.write_bytes(b"half a checkpoint")
+    resumed = _model()
+    t = Trainer(resumed, data, _cfg(checkpoint_every=3), out_dir=str(cut))
+    t.train(resume=str(cut / "checkpoint.pt"), stop_at=5)
+    assert not any(f.exists() for f in stale) and t.iteration == 5
+    t.train()
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def test_non_finite_steps_are_skipped(tmp_path):
     data = build_dataset("synthetic:n=8,size=64")
     model = _model()

@@ -94,3 +94,53 @@ def _saved(tmp_path, model):
     path = tmp_path / "ok.pt"
     save_checkpoint(path, model)
     return path
+
+
+def test_checkpoint_mode_is_that_of_any_output(tmp_path, model):
+    """0666 less the umask, as open() gives every other output (mkstemp alone gives 0600)."""
+    old = os.umask(0o027)
+    try:
+        save_checkpoint(tmp_path / "model.pt", model)
+        (tmp_path / "other.txt").write_text("x")
+    finally:
+        os.umask(old)
+    mode = os.stat(tmp_path / "model.pt").st_mode & 0o777
+    assert mode == 0o640 == os.stat(tmp_path / "other.txt").st_mode & 0o777
+
+
+def _killed_writer(path):
+    """A child that starts writing ``path``'s temporary file and is SIGKILLed in the middle."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    code = ("import os, sys, tempfile, time\n"
+            "p = sys.argv[1]\n"
+            "fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(p)}.{os.getpid()}.', suffix='.tmp',"
+            " dir=os.path.dirname(p))\n"
+            "os.write(fd, b'half a checkpoint')\n"
+            "print(tmp, flush=True)\n"
+            "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    tmp = child.stdout.readline().strip()
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    assert os.path.exists(tmp)
+    return tmp
+
+
+def test_temporary_of_a_killed_write_is_removed(tmp_path, model):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, epoch=1)
+    before = path.read_bytes()
+    stale = _killed_writer(path)
+    assert path.read_bytes() == before  # the kill did not touch the checkpoint
+    live = tmp_path / f".model.pt.{os.getppid()}.abcd.tmp"  # a writer that is still running
+    live.write_bytes(b"in progress")
+    other = tmp_path / ".other.pt.999999999.abcd.tmp"  # another file's temporary: not ours
+    other.write_bytes(b"x")
+    save_checkpoint(path, model, epoch=2)
+    assert not os.path.exists(stale)
+    assert live.exists() and other.exists()
+    assert load_checkpoint(path)["epoch"] == 2

@@ -156,6 +156,28 @@ def test_bad_label_on_every_device(device, gen, priors):
         assert torch.isnan(conf_loss.cpu()) and torch.isfinite(loc_loss.cpu())
 
 
+def test_bool_labels_are_refused(gen, priors):
+    loc, conf, gt_boxes, gt_labels = random_batch(gen, priors.shape[0])
+    with pytest.raises(ValueError, match=r"gt_labels must be integer \[B, G\] = \(3, 4\), got torch.bool"):
+        MultiBoxLoss(priors, C)(loc, conf, gt_boxes, gt_labels > 1)
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_torch_compile_fullgraph(gen, priors, backend):
+    """The label check reads a value back: outside the traced graph, so fullgraph compiles; the
+    compiled loss equals the eager one, and a bad label still raises (from the op, on the CPU)."""
+    torch._dynamo.reset()
+    loss = MultiBoxLoss(priors, C)
+    compiled = torch.compile(loss, backend=backend, fullgraph=True)
+    batch = random_batch(gen, priors.shape[0])
+    for got, expected in zip(compiled(*batch), loss(*batch)):
+        assert torch.equal(got, expected)
+    loc, conf, gt_boxes, gt_labels = batch
+    gt_labels[0, 0] = C
+    with pytest.raises(Exception, match=f"must be < C = {C}"):
+        compiled(loc, conf, gt_boxes, gt_labels)
+
+
 def test_errors(gen, priors):
     P = priors.shape[0]
     loc, conf, gt_boxes, gt_labels = random_batch(gen, P)
