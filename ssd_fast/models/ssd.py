@@ -139,8 +139,12 @@ class SSD(nn.Module):
         confs: List[Tensor] = []
         for x, loc_head, conf_head in zip(self.backbone(images), self.loc_head, self.conf_head):
             # [B, A*K, h, w] -> [B, h, w, A*K] -> [B, h*w*A, K]: channel a*K + k is box a, value k
-            locs.append(loc_head(x).permute(0, 2, 3, 1).reshape(B, -1, 4))
-            confs.append(conf_head(x).permute(0, 2, 3, 1).reshape(B, -1, self.num_classes))
+            # (the sizes spelled out: an empty batch has no -1 to infer)
+            loc, conf = loc_head(x), conf_head(x)
+            hw = x.shape[2] * x.shape[3]
+            locs.append(loc.permute(0, 2, 3, 1).reshape(B, hw * loc.shape[1] // 4, 4))
+            confs.append(conf.permute(0, 2, 3, 1).reshape(B, hw * conf.shape[1] // self.num_classes,
+                                                          self.num_classes))
         return torch.cat(locs, 1), torch.cat(confs, 1)
 
     @torch.no_grad()

@@ -146,6 +146,23 @@ def test_detect(postprocess):
     assert num.min() > 0
 
 
+@pytest.mark.parametrize("builder", [ssd300_vgg16, ssdlite, ssd_tiny])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_empty_batch(builder, mode):
+    """No images in, correctly shaped empty results out (and a backward that runs)."""
+    model = builder(num_classes=3).train(mode == "train")
+    H, W = model.image_size
+    P = model.priors.shape[0]
+    loc, conf = model(torch.zeros(0, 3, H, W))
+    assert loc.shape == (0, P, 4) and conf.shape == (0, P, 3)
+    if mode == "train":
+        (loc.sum() + conf.sum()).backward()
+        return
+    boxes, scores, labels, num = model.detect(torch.zeros(0, 3, H, W), max_detections=5)
+    assert boxes.shape == (0, 5, 4) and scores.shape == (0, 5) and labels.shape == (0, 5) and num.shape == (0,)
+    assert boxes.dtype == scores.dtype == torch.float32 and labels.dtype == num.dtype == torch.int64
+
+
 def test_detect_defaults():
     assert ssd300_vgg16(priors="voc").postprocess_defaults == dict(
         score_threshold=0.01, iou_threshold=0.45, topk_per_class=400, max_detections=200, clip=False,
