@@ -5,7 +5,20 @@ Conventions (SPEC §1): boxes are ``(x1, y1, x2, y2)`` corners; a box with ``x2 
 in float32, float64 in float64, and the output has the input dtype); every tensor argument on
 one device (CPU or CUDA); bad input raises ``RuntimeError`` (shapes, dtypes, devices) or
 ``ValueError`` (bad numbers) naming the argument and the value.
+
+The wrappers take their arguments as torch's own op schemas do, but never convert one silently:
+a tensor argument must be a ``Tensor``; a number (thresholds, ratios, variances) a Python or NumPy
+real number, or a one-element real tensor (read with ``.item()``: a host synchronisation on
+CUDA); a count (``topk_per_class``, ``max_detections``, ``background_class``) an integer (Python,
+NumPy, or a one-element integer tensor), never a float (not even 3.0) nor a bool; ``clip`` a
+bool; ``mode`` a string. Anything else, ``None`` and strings included, raises ``TypeError``
+naming the argument and quoting the value.
+
+Only box_iou, encode_boxes, decode_boxes and multibox_loss are differentiable; the outputs of the
+other ops never require grad.
 """
+import numbers
+import operator
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -19,6 +32,82 @@ DEFAULT_VARIANCES = reference.DEFAULT_VARIANCES
 __all__ = ["box_iou", "encode_boxes", "decode_boxes", "match_priors", "ssd_targets",
            "hard_negative_mining", "multibox_loss", "nms", "batched_nms", "multiclass_nms", "ssd_postprocess",
            "reference", "DEFAULT_VARIANCES"]
+
+
+# --- Argument checks. Each returns at once for the common type (one `type(x) is ...` test), so
+# a call pays a few tens of nanoseconds for them; the messages are built only on failure.
+
+def _show(x):
+    """A value as the messages quote it: its repr (cut short) and its type."""
+    if isinstance(x, Tensor):
+        return f"a {str(x.dtype).removeprefix('torch.')} tensor of shape {list(x.shape)}"
+    text = repr(x)
+    return f"{text if len(text) <= 60 else text[:57] + '...'} ({type(x).__name__})"
+
+
+def _not_tensors(op, **named):
+    """Raise for the first of `named` that is not a Tensor."""
+    for name, x in named.items():
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {_show(x)}")
+
+
+def _real(op, name, x):
+    """`x` as a float: a real number (not a bool) or a one-element real tensor."""
+    if type(x) is float:
+        return x
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        return float(x)
+    if (isinstance(x, Tensor) and x.numel() == 1 and x.dtype != torch.bool
+            and not x.dtype.is_complex):
+        return float(x)
+    raise TypeError(f"{op}: {name} must be a number, got {_show(x)}")
+
+
+def _count(op, name, x):
+    """`x` as an int: an integer (not a bool) or a one-element integer tensor, never a float."""
+    if type(x) is int:
+        return x
+    if not isinstance(x, bool) and not (isinstance(x, Tensor) and x.dtype == torch.bool):
+        try:
+            return operator.index(x)
+        except TypeError:
+            pass
+    raise TypeError(f"{op}: {name} must be an int, got {_show(x)}")
+
+
+def _variances(op, variances):
+    """`variances` as a list of floats (their count and values are the op's to check)."""
+    if isinstance(variances, (list, tuple)) or (isinstance(variances, Tensor) and variances.dim() == 1):
+        return [v if type(v) is float else _real(op, f"variances[{i}]", v)
+                for i, v in enumerate(variances)]
+    raise TypeError(f"{op}: variances must be a list, tuple or 1-D tensor of numbers, "
+                    f"got {_show(variances)}")
+
+
+def _mode(op, mode):
+    if not isinstance(mode, str):
+        raise TypeError(f"{op}: mode must be 'bipartite' or 'argmax', got {_show(mode)}")
+    return mode
+
+
+def _is_integer(t):
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+
+
+def _integer_box_iou(boxes1, boxes2):
+    """box_iou of integer boxes, as torchvision computes it (integer area and intersection, then
+    a true division, which gives torch's default dtype): here in float64, which holds them
+    exactly, then rounded once to the default dtype."""
+    if _is_integer(boxes1) and _is_integer(boxes2):
+        iou = torch.ops.ssd_fast.box_iou(boxes1.to(torch.float64), boxes2.to(torch.float64))
+        return iou.to(torch.get_default_dtype())
+    if _is_integer(boxes1) != _is_integer(boxes2) and not (boxes1.is_complex() or boxes2.is_complex()
+                                                            or torch.bool in (boxes1.dtype, boxes2.dtype)):
+        raise RuntimeError(f"box_iou: boxes1 and boxes2 must both be integer, or both floating point "
+                           f"of one dtype, got {str(boxes1.dtype).removeprefix('torch.')} and "
+                           f"{str(boxes2.dtype).removeprefix('torch.')}")
+    return torch.ops.ssd_fast.box_iou(boxes1, boxes2)  # bool, complex: the op's own message
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -37,7 +126,17 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         a negative area). A NaN coordinate gives IoU 0 with every box; infinite coordinates
         give a value in [0, 1]. Values agree with torchvision wherever torchvision's are
         finite and the boxes are well formed.
+
+        Integer boxes (any integer dtype, both of them), which torchvision accepts, are
+        computed in float64 (exact: torchvision's integer areas and intersections) and returned
+        in torch's default dtype (float32 unless changed), the dtype torchvision's division gives;
+        equal to torchvision's wherever the areas and intersections are below 2^24 (and its
+        int32 areas do not overflow). An integer and a floating-point tensor together: an error.
     """
+    if not (isinstance(boxes1, Tensor) and isinstance(boxes2, Tensor)):
+        _not_tensors("box_iou", boxes1=boxes1, boxes2=boxes2)
+    if not (boxes1.is_floating_point() and boxes2.is_floating_point()):
+        return _integer_box_iou(boxes1, boxes2)
     return torch.ops.ssd_fast.box_iou(boxes1, boxes2)
 
 
@@ -63,7 +162,9 @@ def encode_boxes(gt: Tensor, priors: Tensor,
         ratios included), not the platform's: CPU and CUDA give the same bits (so do
         :func:`ssd_targets`' loc targets).
     """
-    return torch.ops.ssd_fast.encode_boxes(gt, priors, [float(v) for v in variances])
+    if not (isinstance(gt, Tensor) and isinstance(priors, Tensor)):
+        _not_tensors("encode_boxes", gt=gt, priors=priors)
+    return torch.ops.ssd_fast.encode_boxes(gt, priors, _variances("encode_boxes", variances))
 
 
 def decode_boxes(offsets: Tensor, priors: Tensor,
@@ -82,7 +183,9 @@ def decode_boxes(offsets: Tensor, priors: Tensor,
         ssd_fast's own (within 0.9 ulp), not the platform's: CPU and CUDA give the same bits
         (so do :func:`ssd_postprocess`' boxes, and every IoU taken of them).
     """
-    return torch.ops.ssd_fast.decode_boxes(offsets, priors, [float(v) for v in variances])
+    if not (isinstance(offsets, Tensor) and isinstance(priors, Tensor)):
+        _not_tensors("decode_boxes", offsets=offsets, priors=priors)
+    return torch.ops.ssd_fast.decode_boxes(offsets, priors, _variances("decode_boxes", variances))
 
 
 def match_priors(gt_boxes: Tensor, gt_labels: Tensor, priors: Tensor, iou_threshold: float = 0.5,
@@ -111,7 +214,12 @@ def match_priors(gt_boxes: Tensor, gt_labels: Tensor, priors: Tensor, iou_thresh
         an image without GT). IoU is computed as :func:`box_iou` does (float32 for half
         inputs), so NaN coordinates give IoU 0. CUDA: one launch, no host synchronisation.
     """
-    return torch.ops.ssd_fast.match_priors(gt_boxes, gt_labels, priors, float(iou_threshold), mode)
+    op = "match_priors"
+    if not (isinstance(gt_boxes, Tensor) and isinstance(gt_labels, Tensor)
+            and isinstance(priors, Tensor)):
+        _not_tensors(op, gt_boxes=gt_boxes, gt_labels=gt_labels, priors=priors)
+    return torch.ops.ssd_fast.match_priors(gt_boxes, gt_labels, priors,
+                                           _real(op, "iou_threshold", iou_threshold), _mode(op, mode))
 
 
 def ssd_targets(gt_boxes: Tensor, gt_labels: Tensor, priors: Tensor, iou_threshold: float = 0.5,
@@ -125,8 +233,13 @@ def ssd_targets(gt_boxes: Tensor, gt_labels: Tensor, priors: Tensor, iou_thresho
         background), ``matched_iou [B, P]`` (as :func:`match_priors`). Classes are 1..C-1;
         a valid GT with label 0 still claims its priors, which then count as background.
     """
-    return torch.ops.ssd_fast.ssd_targets(gt_boxes, gt_labels, priors, float(iou_threshold),
-                                          [float(v) for v in variances], mode)
+    op = "ssd_targets"
+    if not (isinstance(gt_boxes, Tensor) and isinstance(gt_labels, Tensor)
+            and isinstance(priors, Tensor)):
+        _not_tensors(op, gt_boxes=gt_boxes, gt_labels=gt_labels, priors=priors)
+    return torch.ops.ssd_fast.ssd_targets(gt_boxes, gt_labels, priors,
+                                          _real(op, "iou_threshold", iou_threshold),
+                                          _variances(op, variances), _mode(op, mode))
 
 
 def hard_negative_mining(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: float = 3.0,
@@ -147,8 +260,16 @@ def hard_negative_mining(conf_loss: Tensor, labels: Tensor, neg_pos_ratio: float
         lower prior index; an image without positives selects nothing. NaN losses rank above
         every number (as in a descending ``torch.sort``). Selection, not sorting: O(P) per row.
     """
-    return torch.ops.ssd_fast.hard_negative_mining(conf_loss, labels, float(neg_pos_ratio),
-                                                   matched_iou, float(neg_overlap))
+    op = "hard_negative_mining"
+    if not (isinstance(conf_loss, Tensor) and isinstance(labels, Tensor)
+            and (matched_iou is None or isinstance(matched_iou, Tensor))):
+        _not_tensors(op, conf_loss=conf_loss, labels=labels)
+        raise TypeError(f"{op}: matched_iou must be a Tensor or None, got {_show(matched_iou)}")
+    return torch.ops.ssd_fast.hard_negative_mining(conf_loss, labels,
+                                                   _real(op, "neg_pos_ratio", neg_pos_ratio),
+                                                   matched_iou, _real(op, "neg_overlap", neg_overlap))
+
+
 def multibox_loss(loc: Tensor, conf_logits: Tensor, loc_targets: Tensor, labels: Tensor,
                   neg_pos_ratio: float = 3.0) -> Tuple[Tensor, Tensor, Tensor]:
     """The SSD loss of a batch given its targets (:func:`ssd_targets`), fused: one pass over
@@ -175,8 +296,12 @@ def multibox_loss(loc: Tensor, conf_logits: Tensor, loc_targets: Tensor, labels:
         softmax alone, never a device assertion. :class:`~ssd_fast.models.MultiBoxLoss` checks
         its labels on every device.
     """
+    op = "multibox_loss"
+    if not (isinstance(loc, Tensor) and isinstance(conf_logits, Tensor)
+            and isinstance(loc_targets, Tensor) and isinstance(labels, Tensor)):
+        _not_tensors(op, loc=loc, conf_logits=conf_logits, loc_targets=loc_targets, labels=labels)
     return torch.ops.ssd_fast.multibox_loss(loc, conf_logits, loc_targets, labels,
-                                            float(neg_pos_ratio))
+                                            _real(op, "neg_pos_ratio", neg_pos_ratio))
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -202,7 +327,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         The output size depends on the data: on CUDA the op synchronises the host once, to
         read it; under ``torch.compile`` it is a dynamic (unbacked) size.
     """
-    return torch.ops.ssd_fast.nms(boxes, scores, float(iou_threshold))
+    if not (isinstance(boxes, Tensor) and isinstance(scores, Tensor)):
+        _not_tensors("nms", boxes=boxes, scores=scores)
+    return torch.ops.ssd_fast.nms(boxes, scores, _real("nms", "iou_threshold", iou_threshold))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -223,8 +350,20 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         1000 boxes its final sort is not stable, so it may order equal scores differently
         (and with at most 1000 boxes its coordinate offsets round the IoU of some boxes).
         Synchronises the host once on CUDA (output size).
+
+        Empty ``boxes`` (shape ``[0, 4]``, or ``[0]`` as torchvision also takes them) give an
+        empty result whatever the other arguments are, as in torchvision (whose own tests call
+        ``batched_nms(empty, None, None, None)``).
     """
-    return torch.ops.ssd_fast.batched_nms(boxes, scores, idxs, float(iou_threshold))
+    op = "batched_nms"
+    if not isinstance(boxes, Tensor):
+        _not_tensors(op, boxes=boxes)
+    if boxes.numel() == 0 and (boxes.shape == (0,) or boxes.shape == (0, 4)):
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    if not (isinstance(scores, Tensor) and isinstance(idxs, Tensor)):
+        _not_tensors(op, scores=scores, idxs=idxs)
+    return torch.ops.ssd_fast.batched_nms(boxes, scores, idxs,
+                                          _real(op, "iou_threshold", iou_threshold))
 
 
 def multiclass_nms(boxes: Tensor, scores: Tensor, score_threshold: float = 0.01,
@@ -262,9 +401,14 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, score_threshold: float = 0.01,
     at most 128 MiB of pairs at once, whatever B and C (SSD512 with 24564 priors and k = -1:
     917 KiB a pair, 146 pairs at once).
     """
-    return torch.ops.ssd_fast.multiclass_nms(boxes, scores, float(score_threshold),
-                                             float(iou_threshold), int(topk_per_class),
-                                             int(max_detections), int(background_class))
+    op = "multiclass_nms"
+    if not (isinstance(boxes, Tensor) and isinstance(scores, Tensor)):
+        _not_tensors(op, boxes=boxes, scores=scores)
+    return torch.ops.ssd_fast.multiclass_nms(
+        boxes, scores, _real(op, "score_threshold", score_threshold),
+        _real(op, "iou_threshold", iou_threshold), _count(op, "topk_per_class", topk_per_class),
+        _count(op, "max_detections", max_detections),
+        _count(op, "background_class", background_class))
 
 
 def ssd_postprocess(loc: Tensor, conf_logits: Tensor, priors: Tensor,
@@ -293,7 +437,14 @@ def ssd_postprocess(loc: Tensor, conf_logits: Tensor, priors: Tensor,
     Returns:
         the :func:`multiclass_nms` tuple, boxes in the coordinates of ``priors``.
     """
+    op = "ssd_postprocess"
+    if not (isinstance(loc, Tensor) and isinstance(conf_logits, Tensor)
+            and isinstance(priors, Tensor)):
+        _not_tensors(op, loc=loc, conf_logits=conf_logits, priors=priors)
+    if clip is not True and clip is not False:
+        raise TypeError(f"{op}: clip must be a bool, got {_show(clip)}")
     return torch.ops.ssd_fast.ssd_postprocess(
-        loc, conf_logits, priors, [float(v) for v in variances], bool(clip),
-        float(score_threshold), float(iou_threshold), int(topk_per_class), int(max_detections),
-        int(background_class))
+        loc, conf_logits, priors, _variances(op, variances), clip,
+        _real(op, "score_threshold", score_threshold), _real(op, "iou_threshold", iou_threshold),
+        _count(op, "topk_per_class", topk_per_class), _count(op, "max_detections", max_detections),
+        _count(op, "background_class", background_class))

@@ -1,7 +1,10 @@
-"""Backward formulas of the differentiable ops. box_iou / encode / decode are as differentiable
-as torchvision's (IoU losses, decoded-box losses): the forward runs the kernel, the backward
-differentiates the reference, which computes the same function. multibox_loss has a kernel of
-its own for the backward (multibox_loss_backward)."""
+"""Autograd of the ops. box_iou / encode / decode are as differentiable as torchvision's (IoU
+losses, decoded-box losses), to any order: the forward runs the kernel, the backward
+differentiates the reference, which computes the same function, and keeps that graph when asked
+to (``create_graph=True``), so a second backward (``gradgradcheck``, gradient penalties) is the
+reference's own. multibox_loss has a kernel of its own for the backward (multibox_loss_backward).
+Every other op is not differentiable: its outputs never require grad (see the end of the file).
+"""
 import torch
 
 from . import reference
@@ -14,14 +17,17 @@ def _setup(ctx, inputs, output):
 
 def _backward_via(fn):
     def backward(ctx, grad):
-        tensors = [t.detach().requires_grad_(need)
-                   for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad)]
+        # Views of the saved inputs, not detached copies: under create_graph=True (grad mode on
+        # here) the gradient is then a differentiable function of the inputs and of `grad`. One
+        # view per argument, so box_iou(x, x) gets each argument's own partial derivative.
+        needs = ctx.needs_input_grad[:len(ctx.saved_tensors)]
+        create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
+            tensors = [t.view_as(t) if need else t for t, need in zip(ctx.saved_tensors, needs)]
             out = fn(*tensors, *ctx.extra)
-            wrt = [t for t in tensors if t.requires_grad]
-            grads = iter(torch.autograd.grad(out, wrt, grad, allow_unused=True))
-        return (*[next(grads) if t.requires_grad else None for t in tensors],
-                *[None] * len(ctx.extra))
+        grads = iter(torch.autograd.grad(out, [t for t, need in zip(tensors, needs) if need], grad,
+                                         allow_unused=True, create_graph=create_graph))
+        return (*[next(grads) if need else None for need in needs], *[None] * len(ctx.extra))
     return backward
 
 
@@ -50,3 +56,16 @@ def _multibox_backward(ctx, grad_loc_loss, grad_conf_loss, _grad_mask):
 
 torch.library.register_autograd("ssd_fast::multibox_loss", _multibox_backward,
                                 setup_context=_multibox_setup)
+
+
+# The other ops are not differentiable (indices, masks, matching, NMS: SPEC gives them no
+# gradient; Caffe's MatchBBox and DetectionOutput have no backward either), so the Autograd key
+# falls through to the kernel: their outputs never require grad, whatever the inputs do, and no
+# autograd node is built (without this, torch's autograd fallback hands float outputs such as
+# matched_iou or det_scores requires_grad=True and a grad_fn that cannot run). multibox_loss_backward
+# is left out: it is the backward of multibox_loss, so a second backward through it must not
+# silently see no gradient.
+_NON_DIFFERENTIABLE = torch.library.Library("ssd_fast", "IMPL")
+for _op in ("match_priors", "ssd_targets", "hard_negative_mining", "nms", "batched_nms",
+            "multiclass_nms", "ssd_postprocess"):
+    _NON_DIFFERENTIABLE.impl(_op, torch.library.fallthrough_kernel, "Autograd")

@@ -691,17 +691,54 @@ def test_torch_compile_fullgraph(device, gen, backend, dynamic):
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name, make", [
+GRAD_CASES = [
     ("box_iou", lambda g: (_b(g, 4), _b(g, 5))),
     ("box_iou", lambda g: (_b(g, 2, 3), _b(g, 4))),
     ("encode_boxes", lambda g: (_b(g, 2, 3), _b(g, 3))),
     ("decode_boxes", lambda g: (random_offsets(g, 2, 3, scale=0.5), _b(g, 3))),
-])
+]
+
+
+@pytest.mark.parametrize("name, make", GRAD_CASES)
 def test_gradcheck(device, gen, name, make):
     inputs = [t.to(device).requires_grad_() for t in make(gen)]
     if name == "box_iou":
         assert (ops.box_iou(*inputs) > 0).sum() >= 3  # overlaps, so the gradient is not all 0
     assert torch.autograd.gradcheck(lambda *xs: OPS[name](*xs), inputs)
+
+
+@pytest.mark.parametrize("name, make", GRAD_CASES)
+def test_gradgradcheck(device, gen, name, make):
+    # the backward is differentiable (a gradient penalty, a Hessian-vector product): second
+    # derivatives in float64 against finite differences of the first
+    inputs = [t.to(device).requires_grad_() for t in make(gen)]
+    assert torch.autograd.gradgradcheck(lambda *xs: OPS[name](*xs), inputs)
+
+
+def test_second_derivative_is_the_reference_one(device, gen):
+    boxes1, boxes2 = _b(gen, 4), _b(gen, 5)
+    weights = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    hessian_rows = []
+    for fn, dev in ((ops.box_iou, device), (ref.box_iou, torch.device("cpu"))):
+        xs = [t.to(dev).requires_grad_() for t in (boxes1, boxes2)]
+        g1, _ = torch.autograd.grad((fn(*xs) * weights.to(dev)).sum(), xs, create_graph=True)
+        hessian_rows.append([g.cpu() for g in torch.autograd.grad(g1[0, 2], xs)])
+    for got, expected in zip(*hessian_rows):
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_the_same_tensor_twice(device, gen, name):
+    # box_iou(x, x), encode_boxes(x, x): the gradient of x sums both arguments' partials
+    x = _b(gen, 6).to(device)
+    xs = x.clone().requires_grad_()
+    got, = torch.autograd.grad(OPS[name](xs, xs).sum() if name == "box_iou"
+                               else (OPS[name](xs, xs) * torch.arange(4.0, device=device)).sum(), xs)
+    xr = x.cpu().requires_grad_()
+    expected, = torch.autograd.grad(REFS[name](xr, xr).sum() if name == "box_iou"
+                                    else (REFS[name](xr, xr) * torch.arange(4.0)).sum(), xr)
+    torch.testing.assert_close(got.cpu(), expected)
 
 
 def test_box_iou_gradient_matches_torchvision(device, gen):
@@ -736,8 +773,9 @@ BAD_INPUTS = {
                      "box_iou: boxes1 must have shape [..., N, 4], got [3, 5]"),
     "iou_last_dim_batched": ("box_iou", lambda: (_z(3, 4), _z(2, 6, 3)), RuntimeError,
                              "box_iou: boxes2 must have shape [..., M, 4], got [2, 6, 3]"),
-    "iou_int": ("box_iou", lambda: (_z(3, 4, dtype=torch.int64), _z(3, 4)), RuntimeError,
-                "box_iou: boxes1 must be float16, bfloat16, float32 or float64, got int64"),
+    "iou_int_with_float": ("box_iou", lambda: (_z(3, 4, dtype=torch.int64), _z(3, 4)),
+                           RuntimeError, "box_iou: boxes1 and boxes2 must both be integer, or both "
+                                         "floating point of one dtype, got int64 and float32"),
     "iou_bool": ("box_iou", lambda: (_z(3, 4), _z(3, 4, dtype=torch.bool)), RuntimeError,
                  "box_iou: boxes2 must be float16, bfloat16, float32 or float64, got bool"),
     "iou_float8": ("box_iou", lambda: (_z(3, 4, dtype=torch.float8_e4m3fn),
