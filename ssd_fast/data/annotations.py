@@ -1,10 +1,14 @@
 """Checking annotations of real datasets: bad boxes are fixed or skipped and counted, never a
-crash in the middle of training."""
+crash in the middle of training. Counts are keyed by reason (``clipped``, ``degenerate``,
+``unknown_class``, and the datasets' own, see :mod:`.voc` and :mod:`.coco`); the warning also
+quotes the first few problems, each naming its file or entry and what is wrong."""
 import warnings
 from collections import Counter
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
+
+SHOWN = 5  # problems quoted in the warning; the counts tell how many there were
 
 
 def clean_boxes(boxes: np.ndarray, width: int, height: int, counts: Counter) -> Tuple[np.ndarray, np.ndarray]:
@@ -22,9 +26,19 @@ def clean_boxes(boxes: np.ndarray, width: int, height: int, counts: Counter) -> 
     return clipped[keep], keep
 
 
-def report(name: str, counts: Counter) -> Dict[str, int]:
-    """Warn once with the counts of fixed/skipped annotations; return them."""
+def count_bad(counts: Counter, problems: List[str], reason: str, message: str):
+    """Count one bad file or entry under ``reason``; keep ``message`` (which one, what is
+    wrong) if it is among the first few."""
+    counts[reason] += 1
+    if len(problems) < SHOWN:
+        problems.append(message)
+
+
+def report(name: str, counts: Counter, problems: List[str] = ()) -> Dict[str, int]:
+    """Warn once with the counts of fixed/skipped annotations and the first ``problems``;
+    return the counts."""
     bad = {k: v for k, v in counts.items() if v}
     if bad:
-        warnings.warn(f"{name}: annotations fixed or skipped: {bad}", stacklevel=3)
+        first = f"; first problems: {'; '.join(problems)}" if problems else ""
+        warnings.warn(f"{name}: annotations fixed or skipped: {bad}{first}", stacklevel=3)
     return bad

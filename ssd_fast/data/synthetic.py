@@ -162,8 +162,10 @@ class SyntheticDataset:
         self._cache = None
         if split not in SPLITS:
             raise ValueError(f"synthetic: split must be one of {sorted(SPLITS)}, got {split!r}")
-        if n < 1 or size < 32:
-            raise ValueError(f"synthetic: need n >= 1 and size >= 32, got n={n}, size={size}")
+        for key, value, low, high in (("seed", seed, 0, 2 ** 63 - 1), ("n", n, 1, 2 ** 31 - 1),
+                                      ("size", size, 32, 8192)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"synthetic: {key} must be an integer in [{low}, {high}], got {value!r}")
         self.seed, self.n, self.size, self.split = seed, n, size, split
 
     def __len__(self):

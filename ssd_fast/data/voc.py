@@ -3,8 +3,17 @@ Annotations/<id>.xml, JPEGImages/<id>.jpg}``, ROOT being the ``VOCdevkit`` folde
 
 Boxes: VOC's 1-based inclusive pixel corners become ``(xmin - 1, ymin - 1, xmax, ymax)``, so a
 box covers exactly its pixels. ``difficult`` is kept. All annotations are parsed once at
-construction: boxes outside the image are clipped, degenerate ones and unknown classes are
-skipped, with a warning giving the counts (``bad_annotations``).
+construction, and every image's header is read for its real size (some 30 us an image with the
+files in the page cache, about what parsing its XML costs). Fixed or skipped, with a warning
+giving the counts (``bad_annotations``) and the first few files:
+
+- ``bad_file``: an image whose XML or JPEG cannot be read or parsed is left out of the dataset
+  (``ids``, ``len``); if that leaves nothing, ``ValueError``;
+- ``size_mismatch``: ``<size>`` missing, not a number, or not the image's: the real size is used;
+- ``bad_object``: an object without ``<name>`` or with a ``<bndbox>`` corner missing or not a
+  number is skipped; ``unknown_class``: one of another class is skipped;
+- ``clipped`` / ``degenerate``: boxes outside the image are clipped, empty or non-finite ones
+  skipped.
 """
 import os
 import xml.etree.ElementTree as ET
@@ -13,11 +22,13 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from .annotations import clean_boxes, report
+from .annotations import clean_boxes, count_bad, report
+from .images import read_image
 
 VOC_CLASSES = ("__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
                "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
                "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+_CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
 
 def _need(path):
@@ -26,8 +37,21 @@ def _need(path):
     return path
 
 
+def _why(e):
+    return getattr(e, "strerror", None) or str(e)
+
+
+def _number(text):
+    """``text`` as a float; None where it is missing or not a number."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
 class VOCDataset:
-    """``dataset[i] -> (image uint8 [H, W, 3] RGB, {"boxes", "labels", "difficult"})``."""
+    """``dataset[i] -> (image uint8 [H, W, 3] RGB, {"boxes", "labels", "difficult"})``; ``ids[i]``
+    is the VOC id of image ``i`` (images left out are not counted)."""
 
     classes = VOC_CLASSES
 
@@ -35,31 +59,53 @@ class VOCDataset:
         self.classes = tuple(classes)
         self.dir = _need(os.path.join(os.fspath(root), f"VOC{year}"))
         with open(_need(os.path.join(self.dir, "ImageSets", "Main", f"{split}.txt"))) as f:
-            self.ids = [line.split()[0] for line in f if line.strip()]
+            listed = [line.split()[0] for line in f if line.strip()]
         index = {c: i for i, c in enumerate(self.classes)}
-        counts = Counter()
-        self.targets, self.files = [], []
-        for img_id in self.ids:
-            root_el = ET.parse(_need(os.path.join(self.dir, "Annotations", f"{img_id}.xml"))).getroot()
-            size = root_el.find("size")
-            w, h = int(size.find("width").text), int(size.find("height").text)
+        counts, problems = Counter(), []
+        self.ids, self.targets, self.files = [], [], []
+        for img_id in listed:
+            xml = os.path.join(self.dir, "Annotations", f"{img_id}.xml")
+            jpg = os.path.join(self.dir, "JPEGImages", f"{img_id}.jpg")
+            try:
+                ann = ET.parse(xml).getroot()
+            except (OSError, ET.ParseError) as e:
+                count_bad(counts, problems, "bad_file", f"{xml!r} skipped: {_why(e)}")
+                continue
+            try:
+                with Image.open(jpg) as im:
+                    w, h = im.size
+            except (OSError, Image.DecompressionBombError) as e:
+                count_bad(counts, problems, "bad_file", f"{jpg!r} skipped: {_why(e)}")
+                continue
+            size = ann.findtext("size/width"), ann.findtext("size/height")
+            if (_number(size[0]), _number(size[1])) != (w, h):
+                count_bad(counts, problems, "size_mismatch",
+                          f"{xml!r}: <size> width {size[0]!r} height {size[1]!r}, the image is {w}x{h}; "
+                          f"boxes are clipped to the image")
             boxes, labels, difficult = [], [], []
-            for obj in root_el.iter("object"):
-                name = obj.find("name").text.strip()
+            for obj in ann.iter("object"):
+                name = (obj.findtext("name") or "").strip()
+                corners = [obj.findtext(f"bndbox/{k}") for k in _CORNERS]
+                box = [_number(c) for c in corners]
+                if not name or None in box:
+                    count_bad(counts, problems, "bad_object", f"{xml!r}: object skipped: <name> {name!r}, "
+                                                              f"<bndbox> {dict(zip(_CORNERS, corners))}")
+                    continue
                 if name not in index:
                     counts["unknown_class"] += 1
                     continue
-                bb = obj.find("bndbox")
-                x1, y1, x2, y2 = (float(bb.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
-                boxes.append([x1 - 1, y1 - 1, x2, y2])
+                boxes.append([box[0] - 1, box[1] - 1, box[2], box[3]])
                 labels.append(index[name])
-                d = obj.find("difficult")
-                difficult.append(d is not None and d.text.strip() == "1")
+                difficult.append((obj.findtext("difficult") or "").strip() == "1")
             boxes, keep = clean_boxes(np.array(boxes, np.float32), w, h, counts)
             self.targets.append({"boxes": boxes, "labels": np.array(labels, np.int64).reshape(-1)[keep],
                                  "difficult": np.array(difficult, bool).reshape(-1)[keep]})
-            self.files.append(os.path.join(self.dir, "JPEGImages", f"{img_id}.jpg"))
-        self.bad_annotations = report(f"voc:{root} {year} {split}", counts)
+            self.ids.append(img_id)
+            self.files.append(jpg)
+        name = f"voc:{root} {year} {split}"
+        if listed and not self.ids:
+            raise ValueError(f"{name}: none of the {len(listed)} images listed could be read: {problems[0]}")
+        self.bad_annotations = report(name, counts, problems)
 
     def __len__(self):
         return len(self.ids)
@@ -71,5 +117,4 @@ class VOCDataset:
         return index
 
     def __getitem__(self, index):
-        with Image.open(_need(self.files[index])) as im:
-            return np.asarray(im.convert("RGB")), self.targets[index]
+        return read_image(_need(self.files[index])), self.targets[index]

@@ -1,4 +1,5 @@
 """Synthetic data, dataset specs, the collate, VOC and COCO loaders on fixtures written here."""
+import os
 import warnings
 
 import numpy as np
@@ -117,9 +118,13 @@ def test_voc_missing_paths_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="VOC2007"):
         VOCDataset(str(tmp_path))
     _voc(tmp_path, [("dog", 0, (1, 2, 10, 20))])
+    ds = VOCDataset(str(tmp_path))
     (tmp_path / "VOC2007" / "JPEGImages" / "000001.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="000001.jpg"):
-        VOCDataset(str(tmp_path))[0]
+        ds[0]
+    with pytest.raises(ValueError, match=r"none of the 1 images listed could be read: .*000001\.jpg' skipped: "
+                                         r"No such file"):
+        VOCDataset(str(tmp_path))
 
 
 def test_coco_loader(tmp_path):
@@ -135,3 +140,26 @@ def test_coco_loader(tmp_path):
     assert t["labels"].tolist() == [2, 1]
     with pytest.raises(FileNotFoundError, match="nothere.json"):
         COCODataset(images, str(tmp_path / "nothere.json"))
+
+
+@pytest.mark.parametrize("kind", ["voc", "coco"])
+def test_datasets_read_16_bit_and_grey_images_as_their_rgb_copy(tmp_path, kind):
+    # PIL's convert("RGB") clips a 16-bit grey image to white; the datasets scale it to 8 bits
+    # (ssd_fast.data.images.to_rgb), so it reads as its 8-bit copy
+    grey8 = np.random.default_rng(0).integers(0, 256, (30, 40), dtype=np.uint8)
+    if kind == "voc":
+        _voc(tmp_path, [("dog", 0, (1, 2, 10, 20))])
+        path = tmp_path / "VOC2007" / "JPEGImages" / "000001.jpg"  # read by content, not by name
+        ds = VOCDataset(str(tmp_path))
+    else:
+        images, ann = coco_fixture(tmp_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = COCODataset(images, ann)
+        path = os.path.join(images, ds.images[0]["file_name"])
+    expected = np.repeat(grey8[:, :, None], 3, axis=2)
+    for image in (Image.fromarray(grey8.astype(np.uint16) * 257), Image.fromarray(grey8)):
+        image.save(path, format="PNG")
+        got, _ = ds[0]
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
