@@ -12,14 +12,20 @@ import torch
 def _bench(args):
     from . import bench
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _threads("bench", args)
+    if not (math.isfinite(args.min_seconds) and args.min_seconds > 0):
+        _error("bench", f"--min-seconds must be a finite number > 0, got {args.min_seconds}")
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
         if args.device == "cuda":
-            sys.exit("ssd-fast bench: --device cuda asked for, but no CUDA device is available")
+            _error("bench", "--device cuda: no CUDA device is available")
         devices.remove("cuda")
-    ops = args.ops.split(",") if args.ops else None
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None
+    if ops:
+        known = sorted({case.op for case in bench.all_cases()})
+        unknown = [o for o in ops if o not in known]
+        if unknown:
+            _error("bench", f"--ops: unknown op(s) {', '.join(unknown)}; known: {', '.join(known)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
     print(bench.HEADER)
@@ -62,12 +68,115 @@ def _check_train_args(args):
         _error("train", f"--workers must be >= 0, got {args.workers}")
     if args.image_size is not None and args.image_size <= 0:
         _error("train", f"--image-size must be > 0, got {args.image_size}")
+    args.milestones = _milestones(args)
 
 
-def _threads(device, workers):
-    """On CPU, leave one core to each DataLoader worker (oversubscription halves speed)."""
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+def _milestones(args):
+    """``--milestones`` as increasing iterations in (0, --iterations]; default 2/3 and 5/6."""
+    if not args.milestones:
+        return [int(args.iterations * 2 / 3), int(args.iterations * 5 / 6)]
+    try:
+        milestones = [int(m) for m in args.milestones.split(",") if m.strip()]
+    except ValueError:
+        _error("train", f"--milestones must be comma-separated iterations, got {args.milestones!r}")
+    if any(not 0 < m <= args.iterations for m in milestones) or milestones != sorted(set(milestones)):
+        _error("train", f"--milestones must be increasing iterations in 1..--iterations={args.iterations}, "
+                        f"got {args.milestones!r}")
+    return milestones
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or taskset's share)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def cpu_threads(command, threads=0, workers=0) -> int:
+    """The CPU thread count: ``--threads`` when given, else ``OMP_NUM_THREADS`` when set, else
+    the usable CPUs less one per DataLoader worker (oversubscription halves speed)."""
+    if threads:
+        return threads
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env:
+        first = env.split(",")[0].strip()  # OpenMP's nested list: the outer level
+        if not (first.isdigit() and int(first) > 0):
+            _error(command, f"OMP_NUM_THREADS must be a positive integer, got {env!r}")
+        return int(first)
+    return max(1, _usable_cpus() - workers)
+
+
+def _threads(command, args, workers=0):
+    if args.threads < 0:
+        _error(command, f"--threads must be >= 0 (0: automatic), got {args.threads}")
+    torch.set_num_threads(cpu_threads(command, args.threads, workers))
+
+
+def _device(command, value):
+    """``--device`` checked: a device torch knows, present on this machine."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        _error(command, f"--device {value!r} is not a device (cpu, cuda or cuda:N)")
+    if device.type not in ("cpu", "cuda"):
+        _error(command, f"--device {value!r}: ssd-fast runs on cpu or cuda")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            _error(command, f"--device {value}: no CUDA device is available")
+        if device.index is not None and device.index >= count:
+            _error(command, f"--device {value}: this machine has {count} CUDA device(s)")
+    return value
+
+
+def _dataset(command, flag, spec, **defaults):
+    """The dataset ``spec`` names; a bad spec or a missing or malformed file is the user's mistake."""
+    from .data import build_dataset
+
+    try:
+        return build_dataset(spec, **defaults)
+    except (ValueError, OSError) as e:
+        _error(command, f"{flag}: {e}")
+
+
+def _checkpoint_file(command, flag, path):
+    """``path`` is a readable, non-empty file, else an error naming ``flag``."""
+    if not os.path.exists(path):
+        _error(command, f"{flag} {path!r} does not exist")
+    if os.path.isdir(path):
+        _error(command, f"{flag} {path!r} is a directory, not a checkpoint file")
+    if not os.access(path, os.R_OK):
+        _error(command, f"{flag} {path!r} cannot be read (permission denied)")
+    if os.path.getsize(path) == 0:
+        _error(command, f"{flag} {path!r}: not an ssd_fast checkpoint: the file is empty")
+
+
+def _load(command, path, device, flag="--checkpoint"):
+    from .models import load_model
+
+    _checkpoint_file(command, flag, path)
+    try:
+        return load_model(path, device=device)
+    except (ValueError, OSError) as e:  # the message starts with the path
+        _error(command, f"{flag} {e}")
+
+
+def _check_output(command, flag, path):
+    """An output file ``path`` that can be written: not a directory, its folder not a file."""
+    if os.path.isdir(path):
+        _error(command, f"{flag} {path!r} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        _error(command, f"{flag} {path!r}: {parent!r} is a file, not a folder")
+
+
+def _check_out_dir(command, path):
+    if os.path.exists(path) and not os.path.isdir(path):
+        _error(command, f"--out {path!r} is a file; give a folder")
+    _check_output(command, "--out", os.path.join(path, "x"))
 
 
 def _write_json(path, obj):
@@ -90,20 +199,26 @@ def _detections_picture(model, dataset, path, count=8, score_threshold=0.3):
 
 
 def _demo(args):
-    from .data import build_dataset
     from .data.synthetic import CLASSES
     from .engine import TrainConfig, Trainer, evaluate, native_bf16
     from .models import build_model, save_checkpoint
 
     d = DEMO
     start = time.perf_counter()
-    device = torch.device("cpu")
-    _threads(device, d["workers"])
+    for flag, value in (("--iterations", args.iterations), ("--train-n", args.train_n), ("--test-n", args.test_n)):
+        if value < 0:
+            _error("demo", f"{flag} must be >= 0 (0: the default), got {value}")
+    if 0 < args.train_n < d["batch_size"]:
+        _error("demo", f"--train-n must be at least the batch size {d['batch_size']}, got {args.train_n}")
+    if args.seed < 0:
+        _error("demo", f"--seed must be >= 0, got {args.seed}")
+    _check_out_dir("demo", args.out)
+    _threads("demo", args, d["workers"])
     iterations = args.iterations or d["iterations"]
-    train = build_dataset(f"synthetic:seed={args.seed},split=train", n=args.train_n or d["train_n"],
-                          size=d["image_size"]).cache()
-    test = build_dataset(f"synthetic:seed={args.seed},split=test", n=args.test_n or d["test_n"],
-                         size=d["image_size"])
+    train = _dataset("demo", "--train-n", f"synthetic:seed={args.seed},split=train", n=args.train_n or d["train_n"],
+                     size=d["image_size"]).cache()
+    test = _dataset("demo", "--test-n", f"synthetic:seed={args.seed},split=test", n=args.test_n or d["test_n"],
+                    size=d["image_size"])
     torch.manual_seed(args.seed)
     model = build_model(d["arch"], num_classes=len(CLASSES), image_size=d["image_size"], classes=CLASSES)
     cfg = TrainConfig(iterations=iterations, batch_size=d["batch_size"], optimizer=d["optimizer"], lr=d["lr"],
@@ -132,21 +247,36 @@ def _demo(args):
 
 
 def _train(args):
-    from .data import build_dataset
     from .engine import NonFiniteTraining, TrainConfig, Trainer, evaluate, init_from_env, is_main
+    from .engine.train import missing_training_state
     from .models import build_model, load_checkpoint, model_from_config, save_checkpoint
 
     _check_train_args(args)
-    device = init_from_env(args.device)
-    _threads(device, args.workers)
-    dataset = build_dataset(args.data)
-    eval_data = build_dataset(args.eval_data) if args.eval_data else None  # before hours of training
+    _check_out_dir("train", args.out)
+    device = init_from_env(_device("train", args.device))
+    _threads("train", args, args.workers)
+    dataset = _dataset("train", "--data", args.data)
+    if len(dataset) == 0:
+        _error("train", f"--data {args.data!r} has no images")
+    eval_data = _dataset("train", "--eval-data", args.eval_data) if args.eval_data else None  # before training
     classes = list(dataset.classes)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.batch_size * world > len(dataset):
+        _error("train", f"--batch-size {args.batch_size}" + (f" x {world} processes" if world > 1 else "")
+               + f" is larger than the dataset ({len(dataset)} images, --data {args.data})")
     if args.resume:
-        if not os.path.isfile(args.resume):
-            sys.exit(f"ssd-fast train: --resume {args.resume!r} does not exist")
-        config = load_checkpoint(args.resume)["config"]
-        model = model_from_config(config)
+        _checkpoint_file("train", "--resume", args.resume)
+        try:
+            ckpt = load_checkpoint(args.resume)
+            config = ckpt["config"]
+            model = model_from_config(config)
+        except (ValueError, OSError) as e:  # the message starts with the path
+            _error("train", f"--resume {e}")
+        missing = missing_training_state(ckpt)
+        if missing:
+            _error("train", f"--resume {args.resume!r} is a weights-only checkpoint (no {', '.join(missing)}); "
+                            f"resume from a training checkpoint (checkpoint.pt)")
+        del ckpt
         if args.arch is not None and args.arch != config["arch"]:
             _error("train", f"--arch {args.arch} differs from the checkpoint's {config['arch']} "
                             f"(--resume {args.resume})")
@@ -154,17 +284,15 @@ def _train(args):
             _error("train", f"--image-size {args.image_size} differs from the checkpoint's "
                             f"{model.image_size[0]} (--resume {args.resume})")
         if model.num_classes != len(classes):
-            sys.exit(f"ssd-fast train: --resume {args.resume!r} has num_classes={model.num_classes}, "
-                     f"the data {args.data!r} has {len(classes)} (background included)")
+            _error("train", f"--resume {args.resume!r} has num_classes={model.num_classes}, "
+                            f"--data {args.data!r} has {len(classes)} (background included)")
     else:
         arch = args.arch or "ssd_tiny"
         kw = {"image_size": args.image_size or 160} if arch in ("ssdlite", "ssd_tiny") else {}
         torch.manual_seed(args.seed)
         model = build_model(arch, num_classes=len(classes), classes=classes, **kw)
-    milestones = [int(m) for m in args.milestones.split(",") if m] if args.milestones else \
-        [int(args.iterations * 2 / 3), int(args.iterations * 5 / 6)]
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, optimizer=args.optimizer,
-                      lr=args.lr, warmup_iters=args.warmup, milestones=milestones, seed=args.seed,
+                      lr=args.lr, warmup_iters=args.warmup, milestones=args.milestones, seed=args.seed,
                       workers=args.workers, checkpoint_every=args.checkpoint_every,
                       schedule=args.schedule, amp={"auto": None, "on": True, "off": False}[args.amp],
                       progress=not args.quiet)
@@ -182,25 +310,22 @@ def _train(args):
             print(f"VOC07 mAP@0.5 {metrics['voc07_map50']:.4f} on {args.eval_data}")
 
 
-def _load(path, device):
-    from .models import load_model
-
-    if not os.path.isfile(path):
-        sys.exit(f"ssd-fast: --checkpoint {path!r} does not exist")
-    return load_model(path, device=device)
-
-
 def _eval(args):
-    from .data import build_dataset
     from .engine import evaluate, init_from_env, is_main
 
-    device = init_from_env(args.device)
-    _threads(device, 0)
-    model = _load(args.checkpoint, device)
-    dataset = build_dataset(args.data)
+    if args.batch_size <= 0:
+        _error("eval", f"--batch-size must be > 0, got {args.batch_size}")
+    if args.json:
+        _check_output("eval", "--json", args.json)
+    device = init_from_env(_device("eval", args.device))
+    _threads("eval", args)
+    model = _load("eval", args.checkpoint, device)
+    dataset = _dataset("eval", "--data", args.data)
+    if len(dataset) == 0:
+        _error("eval", f"--data {args.data!r} has no images")
     if len(dataset.classes) != model.num_classes:
-        sys.exit(f"ssd-fast eval: the checkpoint {args.checkpoint!r} has num_classes={model.num_classes}, "
-                 f"the data {args.data!r} has {len(dataset.classes)} (background included)")
+        _error("eval", f"--checkpoint {args.checkpoint!r} has num_classes={model.num_classes}, "
+                       f"--data {args.data!r} has {len(dataset.classes)} (background included)")
     metrics = evaluate(model, dataset, batch_size=args.batch_size, device=device, coco=args.coco)
     if is_main():
         print(f"VOC07 mAP@0.5 {metrics['voc07_map50']:.4f}  VOC12 mAP@0.5 {metrics['voc12_map50']:.4f}"
@@ -211,49 +336,128 @@ def _eval(args):
     return metrics
 
 
+def _detect_outputs(images, out):
+    """The output file of each input, checked before anything is read or written: ``--out`` is
+    a file for one image, a folder for several (or when it is one, or ends with a slash);
+    without it each picture goes next to its image as ``NAME_detections.png``. No output may
+    be an input (a symlink or hard link to one included), nor two outputs the same file."""
+    from PIL import Image
+
+    for path in images:
+        if not os.path.exists(path):
+            _error("detect", f"image {path!r} does not exist")
+        if not os.path.isfile(path):
+            _error("detect", f"image {path!r} is not a file")
+    folder = None
+    if out and (len(images) > 1 or out.endswith(("/", os.sep)) or os.path.isdir(out)):
+        folder = out
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            _error("detect", f"--out {out!r} is a file; {len(images)} images need a folder")
+    outputs = []
+    for path in images:
+        if out and folder is None:
+            outputs.append(out)
+        else:
+            name = os.path.splitext(os.path.basename(path))[0] + "_detections.png"
+            outputs.append(os.path.join(folder if folder is not None else os.path.dirname(path), name))
+    if out and folder is None:
+        ext = os.path.splitext(out)[1].lower()
+        if Image.registered_extensions().get(ext) not in Image.SAVE:
+            _error("detect", f"--out {out!r}: cannot write a {ext or 'extensionless'} picture; "
+                             f"give a .png or .jpg name, or a folder ending with /")
+        _check_output("detect", "--out", out)
+    elif folder is not None:
+        _check_out_dir("detect", folder)
+
+    def same(a, b):
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+    for i, target in enumerate(outputs):
+        for path in images:
+            if same(target, path):
+                _error("detect", f"the picture of {images[i]!r} would overwrite the input image {path!r} "
+                                 f"(as {target!r}); choose another --out")
+        for j in range(i):
+            if same(target, outputs[j]):
+                _error("detect", f"the pictures of {images[j]!r} and {images[i]!r} would both be written "
+                                 f"to {target!r}; give --out a folder per input or rename one")
+    return outputs
+
+
 def _detect(args):
+    import tempfile
+
     import numpy as np
     from PIL import Image
 
     from .data import TestTransform
+    from .data.images import read_image
     from .engine.visualize import draw_detections
+    from .models.checkpoint import _umask
 
-    model = _load(args.checkpoint, args.device)
-    for path in args.images:
-        if not os.path.isfile(path):
-            sys.exit(f"ssd-fast detect: image {path!r} does not exist")
-        out = args.out if args.out and len(args.images) == 1 else \
-            os.path.join(args.out or os.path.dirname(path) or ".",
-                         os.path.splitext(os.path.basename(path))[0] + "_detections.png")
-        if os.path.abspath(out) == os.path.abspath(path):
-            sys.exit(f"ssd-fast detect: --out {out!r} would overwrite the input image")
-        with Image.open(path) as im:
-            image = np.asarray(im.convert("RGB"))
+    if not (math.isfinite(args.score) and 0 <= args.score <= 1):
+        _error("detect", f"--score must be a number in [0, 1], got {args.score}")
+    outputs = _detect_outputs(args.images, args.out)
+    for path in args.images:  # the headers now: an unreadable image stops the run before any output
+        try:
+            Image.open(path).close()
+        except Exception as e:  # PIL raises a zoo of errors on what is not an image
+            _error("detect", f"image {path!r} cannot be read as an image ({type(e).__name__}: {e})")
+    _threads("detect", args)
+    model = _load("detect", args.checkpoint, _device("detect", args.device))
+    for path, out in zip(args.images, outputs):
+        try:
+            image = read_image(path)
+        except ValueError as e:
+            _error("detect", f"image {e}")
         h, w = image.shape[:2]
         x, _ = TestTransform(model.image_size[0])(image, {"boxes": np.zeros((0, 4), np.float32)})
         boxes, scores, labels, num = model.detect(x[None].to(args.device))
         n = int(num[0])
         H, W = model.image_size
         boxes = boxes[0, :n].cpu() * torch.tensor([w / W, h / H, w / W, h / H])
-        if os.path.dirname(out):
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-        draw_detections(image, boxes.numpy(), scores[0, :n].cpu().numpy(), labels[0, :n].cpu().numpy(),
-                        model.classes, args.score).save(out)
+        picture = draw_detections(image, boxes.numpy(), scores[0, :n].cpu().numpy(), labels[0, :n].cpu().numpy(),
+                                  model.classes, args.score)
+        folder = os.path.dirname(os.path.abspath(out))
+        os.makedirs(folder, exist_ok=True)
+        # written whole or not at all: a temporary file in the same folder, renamed over ``out``
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                picture.save(f, format=Image.registered_extensions()[os.path.splitext(out)[1].lower()])
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, out)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
         kept = int((scores[0, :n] >= args.score).sum())
         print(f"{path}: {kept} detection(s) with score >= {args.score} -> {out}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line too (not the usage first): ``ssd-fast train: argument
+    --iterations: invalid int value: 'x' (see ssd-fast train --help)``, exit status 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="ssd-fast", description="Fast SSD: ops, training, evaluation.")
+    p = _Parser(prog="ssd-fast", description="Fast SSD: ops, training, evaluation.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="time the ops against torchvision and the references")
     b.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                    help="where to run (default: all available)")
-    b.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     b.add_argument("--ops", default="", help="comma-separated op names (default: all)")
     b.add_argument("--min-seconds", type=float, default=0.3,
                    help="time each implementation for at least this long")
     b.set_defaults(func=_bench)
+    threads_help = ("CPU threads (default: OMP_NUM_THREADS if set, else the CPUs this process may use, "
+                    "less one per loader worker)")
 
     d = sub.add_parser("demo", help="train ssd_tiny on synthetic shapes (CPU, <= 10 min), evaluate, draw")
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
@@ -305,17 +509,25 @@ def build_parser():
     x = sub.add_parser("detect", help="draw a checkpoint's detections on images (PNG)")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("images", nargs="+")
-    x.add_argument("--out", default="", help="output PNG (one image) or folder")
+    x.add_argument("--out", default="",
+                   help="output picture (one image; .png, .jpg, ...) or folder (several images, an existing "
+                        "folder, or a path ending with /); default: NAME_detections.png next to each image")
     x.add_argument("--score", type=float, default=0.3, help="draw detections scoring at least this")
     x.add_argument("--device", default="cpu")
     x.set_defaults(func=_detect)
+    for sp in (b, d, t, e, x):
+        sp.add_argument("--threads", type=int, default=0, help=threads_help)
+        sp.set_defaults(parser=sp)
     return p
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if getattr(args, "threads", 0) < 0:
-        build_parser().error(f"--threads must be >= 0, got {args.threads}")
+    """Run ``ssd-fast`` with ``argv``. A user's mistake (a missing or unreadable file, a bad
+    value) prints one line naming the argument and exits with status 2; a bug keeps its
+    traceback."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # named by the subcommand, as its other errors
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
 
 

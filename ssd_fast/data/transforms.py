@@ -207,6 +207,8 @@ def to_tensor(img: np.ndarray, size: int, normalize: bool = True) -> torch.Tenso
     img = np.ascontiguousarray(img)
     if img.shape[:2] != (size, size):
         img = np.array(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    elif not img.flags.writeable:  # a PIL image's own buffer: torch wants memory it may write
+        img = img.copy()
     t = torch.from_numpy(img).permute(2, 0, 1)
     return normalize_image(t) if normalize else t
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -101,6 +102,12 @@ def lr_factor(it: int, cfg: TrainConfig) -> float:
     return cfg.gamma ** sum(it >= m for m in cfg.milestones)
 
 
+def missing_training_state(ckpt: Dict) -> list:
+    """What a checkpoint lacks to resume training (empty for a training checkpoint; a model.pt
+    holds only the weights)."""
+    return [k for k in ("iteration", "skipped_steps", "optimizer", "scheduler", "scaler", "rng") if k not in ckpt]
+
+
 def _rng_state():
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -174,7 +181,7 @@ class Trainer:
         if ckpt["config"]["num_classes"] != self.model.num_classes:
             raise ValueError(f"resume: checkpoint {path!r} has num_classes={ckpt['config']['num_classes']}, "
                              f"the model has {self.model.num_classes}")
-        missing = [k for k in ("iteration", "optimizer", "scheduler", "rng") if k not in ckpt]
+        missing = missing_training_state(ckpt)
         if missing:
             raise ValueError(f"resume: {path!r} is a weights-only checkpoint (no {missing}); "
                              f"resume needs a training checkpoint (checkpoint.pt)")
@@ -278,7 +285,12 @@ class Trainer:
                         f"last written" + (f" ({os.path.join(self.out_dir, 'checkpoint.pt')})"
                                            if self.out_dir else "") + " is intact")
                 lr = self.optimizer.param_groups[0]["lr"]
-                self.scheduler.step()
+                if losses is None:  # skipped: the schedule still follows the iterations, and
+                    with warnings.catch_warnings():  # torch's "called before optimizer.step" is moot
+                        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
+                        self.scheduler.step()
+                else:
+                    self.scheduler.step()
                 self.iteration += 1
                 if losses is not None:
                     window.append(losses)

@@ -120,21 +120,42 @@ def save_checkpoint(path, model: SSD, **extra) -> None:
 
 
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
-    """The checkpoint dict (module docstring); raises ``ValueError`` if ``path`` is not one."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    """The checkpoint dict (module docstring). ``ValueError`` "not an ssd_fast checkpoint" if
+    ``path`` is not one: another kind of file, a damaged or cut-short one, a bare state dict,
+    or a pickle of arbitrary objects (only plain data is loaded, never code)."""
+    name = os.fspath(path)
+    device = torch.device(map_location) if isinstance(map_location, (str, torch.device)) else None
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"map_location={map_location!r}: no CUDA device is available")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:  # torch.load raises whatever its unpickler meets in a foreign file
+        lines = str(e).strip().splitlines()
+        why = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+        raise ValueError(f"{name!r}: not an ssd_fast checkpoint (or a damaged one): torch.load failed "
+                         f"({why[:300]})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{os.fspath(path)!r} is not an ssd_fast checkpoint (no format={FORMAT!r}; "
-                         f"a bare state dict? build the model and use load_state_dict)")
+        raise ValueError(f"{name!r}: not an ssd_fast checkpoint: no format={FORMAT!r} (a bare state "
+                         f"dict? build the model and use load_state_dict)")
     if ckpt.get("version") != VERSION:
-        raise ValueError(f"{os.fspath(path)!r}: checkpoint version {ckpt.get('version')!r}, this "
+        raise ValueError(f"{name!r}: checkpoint version {ckpt.get('version')!r}, this "
                          f"ssd_fast reads version {VERSION}")
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(f"{name!r}: a damaged ssd_fast checkpoint: no config or state_dict")
     return ckpt
 
 
 def load_model(path, device="cpu") -> SSD:
     """The model saved at ``path`` (architecture, classes, priors and weights), on ``device``,
-    in eval mode."""
+    in eval mode. ``ValueError`` if ``path`` is not an ssd_fast checkpoint, or a damaged one."""
     ckpt = load_checkpoint(path, map_location=device)
-    model = model_from_config(ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model = model_from_config(ckpt["config"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        lines = str(e).strip().splitlines()
+        raise ValueError(f"{os.fspath(path)!r}: a damaged ssd_fast checkpoint: its model cannot be rebuilt "
+                         f"({type(e).__name__}: {lines[0] if lines else ''})") from e
     return model.to(device).eval()
