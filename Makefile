@@ -9,7 +9,7 @@ PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 TORCH    ?= torch==2.14.1 torchvision==0.29.1
 DEPS     ?= numpy ninja pybind11 pycocotools tqdm pillow
-TEST_DEPS ?= pytest pytest-benchmark hypothesis
+TEST_DEPS ?= pytest pytest-benchmark hypothesis onnx onnxscript onnxruntime
 SOURCES  := setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
 # one stamp per (FORCE_CUDA, SSD_FAST_EMU) value, so that switching either rebuilds the extension
 BUILT    := $(VENV)/.built-cuda$(FORCE_CUDA)-emu$(SSD_FAST_EMU)

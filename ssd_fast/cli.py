@@ -20,6 +20,8 @@ def _bench(args):
         if args.device == "cuda":
             _error("bench", "--device cuda: no CUDA device is available")
         devices.remove("cuda")
+    if args.inference:
+        return _bench_inference(args, devices)
     ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None
     if ops:
         known = sorted({case.op for case in bench.all_cases()})
@@ -31,6 +33,34 @@ def _bench(args):
     print(bench.HEADER)
     for row in bench.run(devices, ops, args.min_seconds):
         print(bench.format_row(row), flush=True)
+
+
+def _bench_inference(args, devices):
+    from . import bench_inference
+
+    if devices != ["cpu"]:
+        _error("bench", "--inference runs on the CPU: add --device cpu")
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        batches = [0]
+    if not batches or min(batches) < 1:
+        _error("bench", f"--batches must be comma-separated integers >= 1, got {args.batches!r}")
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as e:
+        _error("bench", f"--inference needs onnxruntime, onnxscript and torchvision ({e}): "
+                        f"pip install 'ssd_fast[onnx,test]'")
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {threads} CPU threads; "
+          f"ms per call (median), network + tail timed apart")
+    print(bench_inference.HEADER)
+    rows = bench_inference.run(batches, threads, args.min_seconds)
+    for row in rows:
+        print(bench_inference.format_row(row), flush=True)
+    return rows
 
 
 # -- demo / train / eval / detect ------------------------------------------------------------
@@ -387,15 +417,13 @@ def _detect_outputs(images, out):
 
 
 def _detect(args):
-    import tempfile
-
     import numpy as np
     from PIL import Image
 
     from .data import TestTransform
     from .data.images import read_image
     from .engine.visualize import draw_detections
-    from .models.checkpoint import _umask
+    from .models.checkpoint import write_atomically
 
     if not (math.isfinite(args.score) and 0 <= args.score <= 1):
         _error("detect", f"--score must be a number in [0, 1], got {args.score}")
@@ -420,21 +448,55 @@ def _detect(args):
         boxes = boxes[0, :n].cpu() * torch.tensor([w / W, h / H, w / W, h / H])
         picture = draw_detections(image, boxes.numpy(), scores[0, :n].cpu().numpy(), labels[0, :n].cpu().numpy(),
                                   model.classes, args.score)
-        folder = os.path.dirname(os.path.abspath(out))
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         # written whole or not at all: a temporary file in the same folder, renamed over ``out``
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                picture.save(f, format=Image.registered_extensions()[os.path.splitext(out)[1].lower()])
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, out)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        fmt = Image.registered_extensions()[os.path.splitext(out)[1].lower()]
+        write_atomically(out, lambda f: picture.save(f, format=fmt))
         kept = int((scores[0, :n] >= args.score).sum())
         print(f"{path}: {kept} detection(s) with score >= {args.score} -> {out}")
+        if args.list:
+            names = model.classes or [str(c) for c in range(model.num_classes)]
+            for box, score, label in zip(boxes[:kept].tolist(), scores[0, :kept].tolist(), labels[0, :kept].tolist()):
+                print(f"  {names[label]:12s} {score:.4f}  " + " ".join(f"{v:7.1f}" for v in box))
+
+
+def _export(args):
+    from .export import OPSETS, to_onnx
+
+    batch = args.batch
+    if batch != "dynamic":
+        if not batch.isdigit() or int(batch) < 1:
+            _error("export", f"--batch must be 'dynamic' or an integer >= 1, got {batch!r}")
+        batch = int(batch)
+    if args.opset not in OPSETS:
+        _error("export", f"--opset {args.opset} is not supported: use {OPSETS.start}..{OPSETS.stop - 1}")
+    for flag, value in (("--score", args.score), ("--iou", args.iou)):
+        if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
+            _error("export", f"{flag} must be a number in [0, 1], got {value}")
+    if args.topk is not None and not (args.topk >= 1 or args.topk == -1):
+        _error("export", f"--topk must be >= 1 (or -1: every prior), got {args.topk}")
+    if args.max_det is not None and args.max_det < 1:
+        _error("export", f"--max-det must be >= 1, got {args.max_det}")
+    _check_output("export", "--out", args.out)
+    if not args.out.lower().endswith(".onnx"):
+        _error("export", f"--out {args.out!r}: give a file name ending in .onnx")
+    _checkpoint_file("export", "--checkpoint", args.checkpoint)
+    if os.path.exists(args.out) and os.path.samefile(args.out, args.checkpoint):
+        _error("export", f"--out {args.out!r} is the checkpoint itself; give another file name")
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        _error("export", f"needs onnx and onnxscript ({e}): pip install 'ssd_fast[onnx]'")
+    _threads("export", args)
+    model = _load("export", args.checkpoint, "cpu")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    to_onnx(model, args.out, batch=batch, opset=args.opset, score_threshold=args.score,
+            iou_threshold=args.iou, topk_per_class=args.topk, max_detections=args.max_det)
+    H, W = model.image_size
+    print(f"{args.checkpoint} -> {args.out}: ONNX opset {args.opset}, images float32 "
+          f"[{'B' if batch == 'dynamic' else batch}, 3, {H}, {W}] (RGB resized to {W}x{H}, (x - mean) / std), "
+          f"outputs det_boxes, det_scores, det_labels, num_detections")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -455,6 +517,10 @@ def build_parser():
     b.add_argument("--ops", default="", help="comma-separated op names (default: all)")
     b.add_argument("--min-seconds", type=float, default=0.3,
                    help="time each implementation for at least this long")
+    b.add_argument("--inference", action="store_true",
+                   help="end-to-end CPU inference instead: SSD.detect vs its ONNX export in onnxruntime vs "
+                        "torchvision's SSD300 and SSDLite320")
+    b.add_argument("--batches", default="1,8", help="with --inference: batch sizes (default 1,8)")
     b.set_defaults(func=_bench)
     threads_help = ("CPU threads (default: OMP_NUM_THREADS if set, else the CPUs this process may use, "
                     "less one per loader worker)")
@@ -514,8 +580,21 @@ def build_parser():
                         "folder, or a path ending with /); default: NAME_detections.png next to each image")
     x.add_argument("--score", type=float, default=0.3, help="draw detections scoring at least this")
     x.add_argument("--device", default="cpu")
+    x.add_argument("--list", action="store_true",
+                   help="also print each detection drawn: label, score, box in pixels of the image")
     x.set_defaults(func=_detect)
-    for sp in (b, d, t, e, x):
+
+    o = sub.add_parser("export", help="export a checkpoint, detection tail included, to ONNX")
+    o.add_argument("--checkpoint", required=True)
+    o.add_argument("--out", required=True, help="the .onnx file")
+    o.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    o.add_argument("--opset", type=int, default=18, help="ONNX opset, 18..23 (default 18)")
+    o.add_argument("--score", type=float, default=None, help="score threshold (default: the checkpoint's, 0.01)")
+    o.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the checkpoint's, 0.45)")
+    o.add_argument("--topk", type=int, default=None, help="candidates per class before NMS (default 400)")
+    o.add_argument("--max-det", type=int, default=None, help="detections per image (default 200)")
+    o.set_defaults(func=_export)
+    for sp in (b, d, t, e, x, o):
         sp.add_argument("--threads", type=int, default=0, help=threads_help)
         sp.set_defaults(parser=sp)
     return p

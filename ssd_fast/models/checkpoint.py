@@ -101,15 +101,22 @@ def save_checkpoint(path, model: SSD, **extra) -> None:
         raise ValueError(f"save_checkpoint: extra keys {clash} are reserved")
     payload = {"format": FORMAT, "version": VERSION, "config": model.config,
                "state_dict": model.state_dict(), **extra}
+    write_atomically(path, lambda f: torch.save(payload, f))
+
+
+def write_atomically(path, write: Callable) -> None:
+    """``write(file)`` into a temporary file next to ``path`` (named with this process's pid),
+    flushed to disk, then renamed over ``path``: an existing file is kept whole or replaced
+    whole, never left half-written. The file gets the mode of any other output (0666 less the
+    umask); temporaries of earlier writers that were killed are removed first."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

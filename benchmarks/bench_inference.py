@@ -1,0 +1,31 @@
+"""End-to-end CPU inference (ssd_fast.bench_inference): SSD.detect in PyTorch eager vs the
+same detector exported to ONNX in onnxruntime vs torchvision's ssd300_vgg16 /
+ssdlite320_mobilenet_v3_large in eval mode, batch 1 and 8, each total split into network and
+tail. Outputs are checked before timing (the ONNX network equals the model's, the ONNX detector
+finds SSD.detect's detection counts). Rounds are few: one SSD300 batch of 8 takes seconds."""
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from ssd_fast import bench_inference  # noqa: E402
+
+CALLS = ["eager", "eager_network", "eager_tail", "onnxruntime", "onnxruntime_network", "torchvision",
+         "torchvision_network", "torchvision_tail"]
+
+
+@pytest.fixture(scope="module", params=list(bench_inference.PAIRS))
+def prepared(request, tmp_path_factory):
+    return bench_inference.Prepared(request.param, str(tmp_path_factory.mktemp("onnx")), torch.get_num_threads())
+
+
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("batch", [1, 8])
+def test_inference(benchmark, prepared, batch, call):
+    fn = prepared.calls(batch)[call]
+    benchmark.group = f"inference {prepared.name} batch {batch}"
+    benchmark.extra_info.update(op="inference", model=prepared.name, torchvision_model=prepared.tv_name,
+                                size=prepared.size, batch=batch, impl=call, threads=torch.get_num_threads())
+    with torch.no_grad():
+        benchmark.pedantic(fn, rounds=5 if batch == 1 else 3, warmup_rounds=1)
