@@ -45,4 +45,15 @@ def has_cuda_kernels() -> bool:
 
 from . import ops  # noqa: E402  (registers the fake kernels; needs _C loaded first)
 
-__all__ = ["ops", "has_cuda_kernels", "__version__"]
+# torchvision is optional: ssd_fast.torchvision_patch (which imports it) is loaded on first use.
+_TORCHVISION_PATCH = ("patch_torchvision", "unpatch_torchvision", "torchvision_ops")
+
+
+def __getattr__(name):
+    if name in _TORCHVISION_PATCH:
+        from . import torchvision_patch
+        return getattr(torchvision_patch, name)
+    raise AttributeError(f"module 'ssd_fast' has no attribute {name!r}")
+
+
+__all__ = ["ops", "has_cuda_kernels", "__version__", *_TORCHVISION_PATCH]
