@@ -15,14 +15,26 @@ CALLS = ["eager", "eager_network", "eager_tail", "onnxruntime", "onnxruntime_net
          "torchvision_network", "torchvision_tail"]
 
 
+SMOKE = "smoke run (--benchmark-disable): ssdlite320 at batch 1 checks the machinery; tests/test_export.py the parity"
+
+
+def _smoke(config):
+    return config.getoption("benchmark_disable")
+
+
 @pytest.fixture(scope="module", params=list(bench_inference.PAIRS))
 def prepared(request, tmp_path_factory):
+    if _smoke(request.config) and request.param != "ssdlite320":
+        pytest.skip(SMOKE)
     return bench_inference.Prepared(request.param, str(tmp_path_factory.mktemp("onnx")), torch.get_num_threads())
 
 
 @pytest.mark.parametrize("call", CALLS)
 @pytest.mark.parametrize("batch", [1, 8])
-def test_inference(benchmark, prepared, batch, call):
+def test_inference(request, prepared, batch, call):
+    if _smoke(request.config) and batch != 1:
+        pytest.skip(SMOKE)
+    benchmark = request.getfixturevalue("benchmark")  # after the skip: an unused one warns
     fn = prepared.calls(batch)[call]
     benchmark.group = f"inference {prepared.name} batch {batch}"
     benchmark.extra_info.update(op="inference", model=prepared.name, torchvision_model=prepared.tv_name,

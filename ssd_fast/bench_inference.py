@@ -139,7 +139,7 @@ class Prepared:
         self.model = spread_heads(build().eval(), torch.randn(2, 3, size, size))
         whole, net_only = os.path.join(folder, f"{name}.onnx"), os.path.join(folder, f"{name}_net.onnx")
         to_onnx(self.model, whole)
-        torch.onnx.export(_Network(self.model), (torch.zeros(1, 3, size, size),), net_only, dynamo=True,
+        torch.onnx.export(_Network(self.model).eval(), (torch.zeros(1, 3, size, size),), net_only, dynamo=True,
                           input_names=["images"], external_data=False,
                           dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
         self.ort_whole, self.ort_net = _session(whole, threads), _session(net_only, threads)

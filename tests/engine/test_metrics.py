@@ -53,6 +53,7 @@ def test_voc_map_skips_classes_without_gt():
     assert m["voc07_map50"] == 1.0 and m["ap07"] == [1.0, None]
 
 
+@pytest.mark.filterwarnings("ignore:coco.*annotations fixed or skipped")  # the fixture's bad entries, on purpose
 def test_coco_ap_equals_pycocotools(tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
