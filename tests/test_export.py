@@ -104,6 +104,21 @@ def test_every_nms_decision_shows(tmp_path, iou):
     assert_same_detections(_run(tmp_path / "m.onnx", images), expected)
 
 
+@pytest.mark.parametrize("kw", [dict(clip=True), dict(topk_per_class=-1, max_detections=50),
+                                dict(background_class=-1, score_threshold=0.1)], ids=str)
+def test_other_settings(tmp_path, kw):
+    torch.manual_seed(0)
+    model = _spread(ssd_tiny(num_classes=4, image_size=64, width_mult=0.25), _images(64, 2, seed=5), offset_std=1.0)
+    to_onnx(model, tmp_path / "m.onnx", **kw)
+    images = _images(model, 2)
+    with torch.no_grad():
+        expected = model.detect(images, **kw)
+    if kw.get("clip"):  # the clip matters: some unclipped box leaves the image
+        boxes = model.detect(images)[0]
+        assert ((boxes < 0) | (boxes > 64)).any()
+    assert_same_detections(_run(tmp_path / "m.onnx", images), expected)
+
+
 def test_the_graph_is_standard_and_self_contained(exported):
     model, path = exported
     proto = onnx.load(str(path))
