@@ -613,8 +613,13 @@ def main(argv=None):
 def console() -> None:
     """The ``ssd-fast`` console script. ``main`` returns what the subcommand computed (metrics, for
     tests and callers); a console script's return value becomes the exit status, so this one
-    returns nothing: exit status 0 on success."""
-    main()
+    returns nothing: exit status 0 on success. Output piped into a reader that stops early
+    (``| head``) ends the command quietly, as other command-line tools do."""
+    try:
+        main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(141) from None  # 128 + SIGPIPE, what a shell reports
 
 
 if __name__ == "__main__":

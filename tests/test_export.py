@@ -345,3 +345,22 @@ def test_bench_inference_bad_batches(capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == ("ssd-fast bench: --batches must be comma-separated integers >= 1, "
                                                "got '0,x'")
+
+
+def test_output_into_a_reader_that_stops_early_ends_quietly(checkpoint, tmp_path):
+    """ssd-fast detect --list | head -1: no BrokenPipeError traceback, exit status 141."""
+    import subprocess
+    import sys
+    from PIL import Image
+    d, _ = checkpoint
+    images = [str(tmp_path / f"p{i}.png") for i in range(16)]  # 16 x 200 lines: more than a pipe holds
+    for path in images:
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    proc = subprocess.Popen([sys.executable, "-c", "from ssd_fast.cli import console; console()", "detect",
+                             "--checkpoint", str(d / "model.pt"), *images, "--out", str(tmp_path / "out") + "/",
+                             "--score", "0", "--list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    assert proc.stdout.readline().startswith(b"")
+    proc.stdout.close()  # the reader is gone; 200 lines are still to be written
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 141 and b"Traceback" not in err, err.decode()
