@@ -141,7 +141,7 @@ class Prepared:
         to_onnx(self.model, whole)
         torch.onnx.export(_Network(self.model).eval(), (torch.zeros(1, 3, size, size),), net_only, dynamo=True,
                           input_names=["images"], external_data=False,
-                          dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
+                          dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}}, verbose=False)
         self.ort_whole, self.ort_net = _session(whole, threads), _session(net_only, threads)
         self.tv = _torchvision_model(self.tv_name, size)
         self._calls = {}
