@@ -34,18 +34,26 @@ PAIRS = {  # ssd_fast model, torchvision builder, input size
 def spread_heads(model, images, logit_std=2.0, offset_std=0.5):
     """Scale each head's last conv so that on ``images`` the logits have std ``logit_std`` and
     the offsets ``offset_std`` (random weights otherwise saturate or flatten the scores)."""
+    return _scale_heads(model, lambda: model.eval()(images), model.loc_head, model.conf_head,
+                        logit_std, offset_std)
+
+
+def _scale_heads(model, forward, loc_heads, conf_heads, logit_std=2.0, offset_std=0.5):
+    """Run ``forward()``, measure the std of each head module's output, then multiply each
+    head's last conv (weight and bias) by target / measured; returns ``model``."""
     measured = {}
-    heads = [*model.loc_head, *model.conf_head]
+    heads = [*loc_heads, *conf_heads]
     hooks = [h.register_forward_hook(lambda m, i, out: measured.__setitem__(m, out.std().item())) for h in heads]
     with torch.no_grad():
-        model.eval()(images)
+        forward()
         for hook in hooks:
             hook.remove()
         for h in heads:
             last = [m for m in h.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-            factor = (offset_std if any(h is x for x in model.loc_head) else logit_std) / measured[h]
+            factor = (offset_std if any(h is x for x in loc_heads) else logit_std) / measured[h]
             last.weight.mul_(factor)
-            last.bias.mul_(factor)
+            if last.bias is not None:
+                last.bias.mul_(factor)
     return model
 
 
@@ -94,19 +102,10 @@ def _torchvision_model(name, size):
                 b.fill_(1)
             elif b.dtype.is_floating_point:
                 b.zero_()
-        measured = {}
-        heads = [*tv.head.regression_head.module_list, *tv.head.classification_head.module_list]
-        hooks = [h.register_forward_hook(lambda m, i, out: measured.__setitem__(m, out.std().item())) for h in heads]
-        tv.head(list(tv.backbone(tv.transform([torch.rand(3, size, size, generator=gen)])[0].tensors).values()))
-        for hook in hooks:
-            hook.remove()
-        for h in heads:
-            last = [m for m in h.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-            factor = (0.5 if any(h is x for x in tv.head.regression_head.module_list) else 2.0) / measured[h]
-            last.weight.mul_(factor)
-            if last.bias is not None:
-                last.bias.mul_(factor)
-    return tv
+        image = torch.rand(3, size, size, generator=gen)
+    head = tv.head
+    return _scale_heads(tv, lambda: head(list(tv.backbone(tv.transform([image])[0].tensors).values())),
+                        head.regression_head.module_list, head.classification_head.module_list)
 
 
 def _torchvision_parts(tv, images: List[torch.Tensor]):
@@ -146,7 +145,6 @@ class Prepared:
         self.tv = _torchvision_model(self.tv_name, size)
         self._calls = {}
 
-    @torch.no_grad()
     def calls(self, batch: int) -> Dict[str, Callable]:
         """The callables to time at ``batch``, their outputs checked first: the ONNX network
         gives the model's head outputs, the ONNX detector SSD.detect's detection counts."""

@@ -102,19 +102,11 @@ class ExportableDetector(nn.Module):
         H, W = model.image_size
         self.register_buffer("scale", torch.tensor([W, H, W, H], dtype=torch.float32), persistent=False)
 
-    def _decode(self, loc: Tensor) -> Tensor:
-        priors = self.model.priors
-        v0, v1, v2, v3 = self.model.variances
-        size = priors[:, 2:] - priors[:, :2]
-        centre = priors[:, :2] + 0.5 * size
-        xy = centre + loc[..., :2] * torch.tensor([v0, v1], device=loc.device) * size
-        wh = size * torch.exp(loc[..., 2:] * torch.tensor([v2, v3], device=loc.device))
-        boxes = torch.cat([xy - 0.5 * wh, xy + 0.5 * wh], -1)
-        return boxes.clamp(0, 1) if self.clip else boxes
-
     def forward(self, images: Tensor):
         loc, conf = self.model(images)
-        boxes = self._decode(loc.float())                                    # [B, P, 4]
+        boxes = ops.reference.decode_boxes(loc.float(), self.model.priors, self.model.variances)
+        if self.clip:
+            boxes = boxes.clamp(0, 1)                                        # [B, P, 4]
         scores = conf.float().softmax(-1).index_select(2, self.foreground)   # [B, P, C']
         B, P, Cf = scores.shape
         k, K = self.k, self.max_detections
