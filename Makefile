@@ -10,14 +10,16 @@ PY       := $(VENV)/bin/python
 TORCH    ?= torch==2.14.1 torchvision==0.29.1
 DEPS     ?= numpy ninja pybind11 pycocotools tqdm pillow
 TEST_DEPS ?= pytest pytest-benchmark hypothesis onnx onnxscript onnxruntime
-SOURCES  := setup.py pyproject.toml $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h')
+# every file under csrc/ (sources and headers of any suffix: .cuh too); tests/test_build.py holds
+# this list equal to the tracked files there
+SOURCES  := setup.py pyproject.toml $(shell find csrc -type f)
 # one stamp per (FORCE_CUDA, SSD_FAST_EMU) value, so that switching either rebuilds the extension
 BUILT    := $(VENV)/.built-cuda$(FORCE_CUDA)-emu$(SSD_FAST_EMU)
 # the test targets build the emulated device unless told otherwise (SSD_FAST_EMU=0)
 TEST_EMU := $(or $(SSD_FAST_EMU),1)
 BENCH_OUT ?= benchmarks/results/$(shell date +%Y-%m-%d)-$(shell hostname).json
 
-.PHONY: test test-emu-asan demo bench bench-smoke build clean
+.PHONY: test test-emu-asan demo bench bench-smoke build clean sources
 
 $(VENV)/.deps:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +40,10 @@ $(BUILT): $(VENV)/.deps $(SOURCES)
 	touch $@
 
 build: $(BUILT)
+
+# the files whose change rebuilds the extension, one a line
+sources:
+	@printf '%s\n' $(SOURCES)
 
 test: $(VENV)/.test-deps
 	$(MAKE) --no-print-directory build SSD_FAST_EMU=$(TEST_EMU)

@@ -96,6 +96,11 @@ def write_if_changed(path, text):
             f.write(text)
 
 
+# What runtime.o is compiled from: the file and every project header it includes (held equal to
+# its #include lines by tests/test_build.py).
+EMU_RUNTIME_SOURCES = ("csrc/emu/runtime.cpp", "csrc/emu/emu.h")
+
+
 def compile_emu_runtime(torch, flags, out_dir):
     """csrc/emu/runtime.cpp as an object of its own: it implements the functions that the
     instrumentation of the kernels calls, so it must not be instrumented itself (ninja compiles
@@ -105,7 +110,7 @@ def compile_emu_runtime(torch, flags, out_dir):
            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}", "-Icsrc",
            "-c", "csrc/emu/runtime.cpp", "-o", obj]
     stamp = obj + ".cmd"
-    newest = max(os.path.getmtime(p) for p in ("csrc/emu/runtime.cpp", "csrc/emu/emu.h"))
+    newest = max(os.path.getmtime(p) for p in EMU_RUNTIME_SOURCES)
     if (not os.path.exists(obj) or os.path.getmtime(obj) < newest or not os.path.exists(stamp)
             or open(stamp).read() != " ".join(cmd)):
         _log(" ".join(cmd))
