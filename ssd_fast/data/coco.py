@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from .annotations import clean_boxes, count_bad, report
+from .dataset import DetectionDataset, register_format
 from .images import read_image
 
 
@@ -95,7 +96,9 @@ def _parse(data: dict, counts: Counter, problems: list):
     return [cats[k] for k in sorted(cats)], [images[k] for k in sorted(images)], per_image
 
 
-class COCODataset:
+@register_format("coco", positional=("IMAGES_DIR", "ANNOTATIONS_JSON"),
+                 help="COCO detection: the images folder and its instances JSON")
+class COCODataset(DetectionDataset):
     """``dataset[i] -> (image uint8 [H, W, 3] RGB, {"boxes", "labels", "difficult"})``;
     ``image_id(i)`` is the COCO id of image ``i`` (images left out are not counted); ``coco`` is
     the ``pycocotools.coco.COCO`` of the kept images and annotations (built on first use)."""
@@ -157,6 +160,11 @@ class COCODataset:
 
     def image_id(self, index):
         return self.images[index]["id"]
+
+    @property
+    def files(self):
+        """The annotation file and the images folder."""
+        return self.annotations, self.images_dir
 
     def __getitem__(self, index):
         path = os.path.join(self.images_dir, self.images[index]["file_name"])

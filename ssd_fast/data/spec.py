@@ -1,4 +1,5 @@
-"""Dataset spec strings (SPEC §4)::
+"""Dataset spec strings (SPEC §4): ``FORMAT[:ARG,...][,KEY=VALUE,...]``, the arguments and
+options those of the format's registration (:mod:`.dataset`); :func:`formats_help` lists them::
 
     synthetic[:seed=S,n=N,size=PX,split=train|test]
     voc:ROOT[,year=2007,split=test]
@@ -6,8 +7,8 @@
 """
 from typing import Dict, List, Tuple
 
-_INT_KEYS = {"seed", "n", "size", "year"}
-_ALLOWED = {"synthetic": {"seed", "n", "size", "split"}, "voc": {"year", "split"}, "coco": set()}
+from . import coco, synthetic, voc  # noqa: F401  (each registers its format)
+from .dataset import FORMATS, DetectionDataset
 
 
 def parse_spec(spec: str) -> Tuple[str, List[str], Dict]:
@@ -15,41 +16,42 @@ def parse_spec(spec: str) -> Tuple[str, List[str], Dict]:
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"dataset spec: expected a string like 'synthetic:seed=0', got {spec!r}")
     kind, _, rest = spec.partition(":")
-    if kind not in _ALLOWED:
-        raise ValueError(f"dataset spec {spec!r}: unknown kind {kind!r}; known: {sorted(_ALLOWED)}")
+    fmt = FORMATS.get(kind)
+    if fmt is None:
+        raise ValueError(f"dataset spec {spec!r}: unknown kind {kind!r}; known: {sorted(FORMATS)}")
     positional, options = [], {}
     for part in [p for p in rest.split(",") if p] if rest else []:
         key, eq, value = part.partition("=")
         if not eq:
             positional.append(part)
             continue
-        if key not in _ALLOWED[kind]:
+        option = fmt.option(key)
+        if option is None:
             raise ValueError(f"dataset spec {spec!r}: unknown option {key!r} for {kind}; "
-                             f"known: {sorted(_ALLOWED[kind])}")
-        if key in _INT_KEYS:
-            try:
-                value = int(value)
-            except ValueError:
-                raise ValueError(f"dataset spec {spec!r}: {key} must be an integer, got {value!r}") from None
-        options[key] = value
-    want = {"synthetic": 0, "voc": 1, "coco": 2}[kind]
-    if len(positional) != want:
-        usage = {"synthetic": "synthetic[:seed=S,n=N,size=PX,split=train|test]",
-                 "voc": "voc:ROOT[,year=2007,split=test]", "coco": "coco:IMAGES_DIR,ANNOTATIONS_JSON"}[kind]
-        raise ValueError(f"dataset spec {spec!r}: expected {usage}")
+                             f"known: {sorted(o.name for o in fmt.options)}")
+        options[key] = option.parse(spec, value)
+    if len(positional) != len(fmt.positional):
+        raise ValueError(f"dataset spec {spec!r}: expected {fmt.usage}")
     return kind, positional, options
 
 
-def build_dataset(spec: str, **defaults):
+def build_dataset(spec: str, **defaults) -> DetectionDataset:
     """The dataset a spec names; ``defaults`` fill options the spec leaves out (e.g. the demo's
-    ``n`` and ``split``)."""
+    ``n`` and ``split``); those the format does not have are ignored."""
     kind, positional, options = parse_spec(spec)
-    options = {**{k: v for k, v in defaults.items() if k in _ALLOWED[kind]}, **options}
-    if kind == "synthetic":
-        from .synthetic import SyntheticDataset
-        return SyntheticDataset(**options)
-    if kind == "voc":
-        from .voc import VOCDataset
-        return VOCDataset(positional[0], **options)
-    from .coco import COCODataset
-    return COCODataset(*positional)
+    fmt = FORMATS[kind]
+    options = {**{k: v for k, v in defaults.items() if fmt.option(k) is not None}, **options}
+    return fmt.builder(*positional, **options)
+
+
+def formats_help() -> str:
+    """One paragraph per registered format: its usage line, its help, each option's help and
+    default (e.g. for the CLI's ``--data`` help)."""
+    paragraphs = []
+    for name in sorted(FORMATS):
+        fmt = FORMATS[name]
+        lines = [f"{fmt.usage}: {fmt.help}" if fmt.help else fmt.usage]
+        defaults = fmt.defaults
+        lines += [f"  {o.name}: {o.help} (default {defaults[o.name]})" for o in fmt.options]
+        paragraphs.append("\n".join(lines))
+    return "\n".join(paragraphs)

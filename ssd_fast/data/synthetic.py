@@ -15,6 +15,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from .dataset import DetectionDataset, Option, register_format
+
 CLASSES = ("__background__", "circle", "rectangle", "triangle", "cross", "star")
 SPLITS = {"train": 0, "test": 1}
 DIFFICULT_BELOW = 0.06
@@ -149,7 +151,13 @@ def _max_covered(boxes, box):
     return float((iw * ih / area).max())
 
 
-class SyntheticDataset:
+@register_format(
+    "synthetic", help="procedurally drawn shapes (no download), each image a function of (seed, split, index)",
+    options=(Option("seed", int, "the random stream", range=(0, 2 ** 63 - 1), shown="S"),
+             Option("n", int, "number of images", range=(1, 2 ** 31 - 1), shown="N"),
+             Option("size", int, "image side in pixels", range=(32, 8192), shown="PX"),
+             Option("split", str, "train or test (other random streams of the same seed)", choices=tuple(SPLITS))))
+class SyntheticDataset(DetectionDataset):
     """``synthetic[:seed=S,n=N,size=PX,split=train|test]``: ``n`` images of ``size`` px.
 
     ``dataset[i] -> (image [H, W, 3] uint8 RGB, target)`` (see :func:`render`); the test split
@@ -160,12 +168,7 @@ class SyntheticDataset:
 
     def __init__(self, seed: int = 0, n: int = 2000, size: int = 160, split: str = "train"):
         self._cache = None
-        if split not in SPLITS:
-            raise ValueError(f"synthetic: split must be one of {sorted(SPLITS)}, got {split!r}")
-        for key, value, low, high in (("seed", seed, 0, 2 ** 63 - 1), ("n", n, 1, 2 ** 31 - 1),
-                                      ("size", size, 32, 8192)):
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"synthetic: {key} must be an integer in [{low}, {high}], got {value!r}")
+        self.spec_format.check(split=split, seed=seed, n=n, size=size)
         self.seed, self.n, self.size, self.split = seed, n, size, split
 
     def __len__(self):
@@ -178,17 +181,16 @@ class SyntheticDataset:
             return self._cache[index]
         return render(self.seed, self.split, index, self.size)
 
-    def target(self, index):
-        return self[index][1]
+    @property
+    def files(self):
+        """None: the images are drawn in memory."""
+        return ()
 
     def cache(self) -> "SyntheticDataset":
         """Render every image now and keep them in memory (``n * size^2 * 3`` bytes; DataLoader
         workers then share them copy-on-write instead of drawing them again every epoch)."""
         self._cache = [render(self.seed, self.split, i, self.size) for i in range(self.n)]
         return self
-
-    def image_id(self, index):
-        return index
 
     def __repr__(self):
         return f"synthetic:seed={self.seed},n={self.n},size={self.size},split={self.split}"

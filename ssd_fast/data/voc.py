@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .annotations import clean_boxes, count_bad, report
+from .dataset import DetectionDataset, Option, register_format
 from .images import read_image
 
 VOC_CLASSES = ("__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
@@ -49,7 +50,10 @@ def _number(text):
         return None
 
 
-class VOCDataset:
+@register_format("voc", positional=("ROOT",), help="PASCAL VOC; ROOT is the VOCdevkit folder",
+                 options=(Option("year", int, "reads ROOT/VOC<year>"),
+                          Option("split", str, "the image list ImageSets/Main/<split>.txt")))
+class VOCDataset(DetectionDataset):
     """``dataset[i] -> (image uint8 [H, W, 3] RGB, {"boxes", "labels", "difficult"})``; ``ids[i]``
     is the VOC id of image ``i`` (images left out are not counted)."""
 
@@ -58,11 +62,12 @@ class VOCDataset:
     def __init__(self, root: str, year: int = 2007, split: str = "test", classes=VOC_CLASSES):
         self.classes = tuple(classes)
         self.dir = _need(os.path.join(os.fspath(root), f"VOC{year}"))
-        with open(_need(os.path.join(self.dir, "ImageSets", "Main", f"{split}.txt"))) as f:
+        self.split_file = _need(os.path.join(self.dir, "ImageSets", "Main", f"{split}.txt"))
+        with open(self.split_file) as f:
             listed = [line.split()[0] for line in f if line.strip()]
         index = {c: i for i, c in enumerate(self.classes)}
         counts, problems = Counter(), []
-        self.ids, self.targets, self.files = [], [], []
+        self.ids, self.targets, self.image_paths = [], [], []
         for img_id in listed:
             xml = os.path.join(self.dir, "Annotations", f"{img_id}.xml")
             jpg = os.path.join(self.dir, "JPEGImages", f"{img_id}.jpg")
@@ -101,7 +106,7 @@ class VOCDataset:
             self.targets.append({"boxes": boxes, "labels": np.array(labels, np.int64).reshape(-1)[keep],
                                  "difficult": np.array(difficult, bool).reshape(-1)[keep]})
             self.ids.append(img_id)
-            self.files.append(jpg)
+            self.image_paths.append(jpg)
         name = f"voc:{root} {year} {split}"
         if listed and not self.ids:
             raise ValueError(f"{name}: none of the {len(listed)} images listed could be read: {problems[0]}")
@@ -113,8 +118,10 @@ class VOCDataset:
     def target(self, index):
         return self.targets[index]
 
-    def image_id(self, index):
-        return index
-
     def __getitem__(self, index):
-        return read_image(_need(self.files[index])), self.targets[index]
+        return read_image(_need(self.image_paths[index])), self.targets[index]
+
+    @property
+    def files(self):
+        """The split's image list, the ``Annotations`` and the ``JPEGImages`` folders."""
+        return self.split_file, os.path.join(self.dir, "Annotations"), os.path.join(self.dir, "JPEGImages")

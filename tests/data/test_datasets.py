@@ -163,3 +163,28 @@ def test_datasets_read_16_bit_and_grey_images_as_their_rgb_copy(tmp_path, kind):
         got, _ = ds[0]
         assert got.dtype == np.uint8
         np.testing.assert_array_equal(got, expected)
+
+
+def test_datasets_list_their_inputs(tmp_path):
+    """``files``: what a dataset reads; ``input_at``: whether an output path lands on it."""
+    synthetic = build_dataset("synthetic:n=2,size=64")
+    assert synthetic.files == () and synthetic.input_at(tmp_path / "x.png") is None
+    _voc(tmp_path, [("dog", 0, (1, 2, 10, 20))])
+    voc = VOCDataset(str(tmp_path))
+    d = os.path.join(str(tmp_path), "VOC2007")
+    split, annotations, jpegs = voc.files
+    assert voc.files == (os.path.join(d, "ImageSets", "Main", "test.txt"), os.path.join(d, "Annotations"),
+                         os.path.join(d, "JPEGImages"))
+    assert voc.input_at(os.path.join(jpegs, "000001.jpg")) == jpegs
+    assert voc.input_at(os.path.join(jpegs, "new.png")) == jpegs  # a folder stands for all in it
+    assert voc.input_at(split) == split and voc.input_at(os.path.join(annotations, "a", "b.xml")) == annotations
+    assert voc.input_at(jpegs + "2") is None and voc.input_at(tmp_path / "out.json") is None
+    (tmp_path / "coco").mkdir()
+    images, ann = coco_fixture(tmp_path / "coco")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coco = build_dataset(f"coco:{images},{ann}")
+    assert coco.files == (ann, images)
+    os.symlink(ann, tmp_path / "link.json")
+    assert coco.input_at(tmp_path / "link.json") == ann  # links resolved
+    assert coco.input_at(os.path.join(images, "det.png")) == images and coco.input_at(tmp_path / "m.json") is None
