@@ -290,7 +290,9 @@ def multibox_loss(loc: Tensor, conf_logits: Tensor, loc_targets: Tensor, labels:
         ``conf_loss`` = sum over ``mask`` of ``logsumexp(conf) - conf[label]``, / n. Losses are
         0-dim in the input dtype, summed in float64. Backward (``multibox_loss_backward``):
         ``clamp(loc - loc_targets, -1, 1) / n`` on positives, ``(softmax - onehot) / n`` on
-        masked priors, 0 elsewhere; none for ``loc_targets`` and ``labels``. A label >= C:
+        masked priors, 0 elsewhere; none for ``loc_targets`` and ``labels``. That backward is
+        differentiable in turn (``create_graph=True``: second derivatives with the mask held, as
+        the reference's autograd gives them). A label >= C:
         ``ValueError`` naming it on the CPU; on CUDA (no host synchronisation, so nothing looks
         at the labels) ``conf_loss`` is NaN and that prior's ``conf_logits`` gradient is the
         softmax alone, never a device assertion. :class:`~ssd_fast.models.MultiBoxLoss` checks

@@ -177,6 +177,25 @@ def multibox_loss(loc, conf_logits, loc_targets, labels, neg_pos_ratio=3.0):
     return loc_loss, conf_loss, mask
 
 
+def multibox_loss_backward(grad_loc_loss, grad_conf_loss, loc, conf_logits, loc_targets, labels,
+                           mask):
+    """The gradients of :func:`multibox_loss` in (loc, conf_logits) for the mask it selected:
+    ``grad_loc_loss * clamp(loc - loc_targets, -1, 1) / n`` on the positives and
+    ``grad_conf_loss * (softmax(conf_logits) - onehot(label)) / n`` on the masked priors, 0
+    elsewhere (a label >= C has no one-hot entry). Differentiable in every float argument.
+
+    Returns (grad_loc [B, P, 4], grad_conf_logits [B, P, C]).
+    """
+    pos = labels > 0
+    n = pos.sum().clamp(min=1)
+    grad_loc = torch.where(pos.unsqueeze(-1), (loc - loc_targets).clamp(-1, 1), 0) * (grad_loc_loss / n)
+    classes = torch.arange(conf_logits.shape[-1], device=labels.device)
+    onehot = (labels.unsqueeze(-1) == classes).to(conf_logits.dtype)
+    grad_conf = (torch.where(mask.unsqueeze(-1), torch.softmax(conf_logits, -1) - onehot, 0)
+                 * (grad_conf_loss / n))
+    return grad_loc, grad_conf
+
+
 # --- NMS family --------------------------------------------------------------------------------
 # Thresholds mean "value > threshold" exactly: the float32/float64 value against the Python
 # float, compared in float64 (torch would otherwise round the threshold to float32 first).

@@ -218,6 +218,61 @@ def test_gradcheck(device, gen):
         lambda a, b: ops.multibox_loss(a, b, loc_t, labels, 2.0)[:2], (loc, conf))
 
 
+def _second_order_case(gen, device):
+    loc, conf, loc_t, labels = on(make_case(gen, 2, 9, 3, pos_prob=0.3), device)
+    loc_t = loc_t * 0.3 + loc * 0.8  # some |loc - loc_t| < 1, where smooth L1 is curved
+    return loc.requires_grad_(), conf.requires_grad_(), loc_t, labels
+
+
+def test_gradgradcheck(device, gen):
+    # the backward is differentiable: second derivatives (mask held, as in the first) in float64
+    # against finite differences of the first
+    loc, conf, loc_t, labels = _second_order_case(gen, device)
+    assert torch.autograd.gradgradcheck(
+        lambda a, b: ops.multibox_loss(a, b, loc_t, labels, 2.0)[:2], (loc, conf))
+
+
+def test_backward_op_gradcheck(device, gen):
+    # multibox_loss_backward called directly, its gradients in every input that has one
+    loc, conf, loc_t, labels = _second_order_case(gen, device)
+    mask = ops.multibox_loss(loc, conf, loc_t, labels, 2.0)[2]
+    grads = [torch.tensor(v, dtype=torch.float64, device=device).requires_grad_() for v in (0.7, 1.3)]
+    assert torch.autograd.gradcheck(
+        lambda gl, gc, a, b: torch.ops.ssd_fast.multibox_loss_backward(gl, gc, a, b, loc_t, labels, mask),
+        (*grads, loc, conf))
+
+
+@pytest.mark.parametrize("wrt", ["conf", "loc", "both"])
+def test_second_derivative_is_the_reference_one(device, gen, wrt):
+    # g = grad(loss, x, create_graph=True); (g ** 2).sum().backward(): x.grad as the reference's
+    loc, conf, loc_t, labels = (t.detach() for t in _second_order_case(gen, device))
+    results = []
+    for fn, dev in ((ops.multibox_loss, device), (ref.multibox_loss, torch.device("cpu"))):
+        xs = [t.to(dev).detach().requires_grad_() for t in (loc, conf)]
+        loc_loss, conf_loss, _ = fn(xs[0], xs[1], loc_t.to(dev), labels.to(dev), 2.0)
+        wrt_xs = {"loc": xs[:1], "conf": xs[1:], "both": xs}[wrt]
+        gs = torch.autograd.grad(0.7 * loc_loss + 1.3 * conf_loss, wrt_xs, create_graph=True)
+        sum((g ** 2).sum() for g in gs).backward()
+        results.append([None if x.grad is None else x.grad.cpu() for x in xs])
+    for got, expected in zip(*results):
+        if expected is None:
+            assert got is None or (got == 0).all()
+        else:
+            assert expected.abs().sum() > 0
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_first_order_gradient_is_the_kernel_s_under_create_graph(device, gen):
+    # create_graph=True keeps the fused backward's values; only the graph above them is new
+    loc, conf, loc_t, labels = _second_order_case(gen, device)
+    plain = torch.autograd.grad(sum(ops.multibox_loss(loc, conf, loc_t, labels)[:2]), (loc, conf))
+    graph = torch.autograd.grad(sum(ops.multibox_loss(loc, conf, loc_t, labels)[:2]), (loc, conf),
+                                create_graph=True)
+    assert all(g.requires_grad for g in graph) and not any(g.requires_grad for g in plain)
+    for p, g in zip(plain, graph):
+        assert torch.equal(p, g.detach())
+
+
 # ---------------------------------------------------------------------------------------------
 # Registration: opcheck, torch.compile
 
