@@ -109,6 +109,10 @@ _tv_box_iou = _tv_boxes.box_iou
 
 _lock = threading.Lock()
 _active = False  # read by every patched function: off, they are torchvision's
+# The patch is on while patch_torchvision() was called (and no unpatch_torchvision() since), or
+# while a `with torchvision_ops():` block is open in any thread.
+_explicit = False
+_blocks = 0
 
 
 def _dtypes(t: Tensor):
@@ -208,6 +212,17 @@ def _swap(table) -> None:
                 setattr(module, attr, replacement)
 
 
+def _set_active(active: bool) -> None:
+    """Patch or unpatch; the caller holds _lock."""
+    global _active
+    if active:
+        _swap(_ORIGINAL)
+        _active = True
+    elif _active:
+        _active = False
+        _swap(_PATCHED)
+
+
 def patch_torchvision() -> None:
     """Route torchvision's ``nms``, ``batched_nms`` and ``box_iou`` to ssd_fast's ops.
 
@@ -219,41 +234,47 @@ def patch_torchvision() -> None:
     of torchvision's class offsets in ``batched_nms`` of at most 1000 boxes, and ``box_iou`` of
     degenerate boxes (0, not NaN): the module docstring gives the details.
 
-    Idempotent: a second call changes nothing. Thread-safe. Imports torchvision. ::
+    Idempotent: a second call changes nothing. Thread-safe; the patch stays on after any
+    ``with torchvision_ops():`` block ends. Imports torchvision. ::
 
         import ssd_fast, torchvision
         ssd_fast.patch_torchvision()
         model = torchvision.models.detection.retinanet_resnet50_fpn(weights="DEFAULT").eval()
         detections = model(images)  # its batched_nms is ssd_fast's
     """
-    global _active
+    global _explicit
     with _lock:
-        _swap(_ORIGINAL)
-        _active = True
+        _explicit = True
+        _set_active(True)
 
 
 def unpatch_torchvision() -> None:
     """Put torchvision's own ``nms``, ``batched_nms`` and ``box_iou`` back: every attribute of a
     torchvision module that holds a patched function gets torchvision's function again (the very
-    same object), and patched functions captured elsewhere run torchvision's. Without a patch,
-    does nothing."""
-    global _active
+    same object), and patched functions captured elsewhere run torchvision's. Takes effect at
+    once, also inside open ``with torchvision_ops():`` blocks (a block entered later patches
+    again). Without a patch, does nothing."""
+    global _explicit
     with _lock:
-        if _active:
-            _active = False
-            _swap(_PATCHED)
+        _explicit = False
+        _set_active(False)
 
 
 @contextlib.contextmanager
 def torchvision_ops():
-    """``with ssd_fast.torchvision_ops(): ...`` runs the block with :func:`patch_torchvision` on.
-    On leaving it unpatches, unless the patch was already on when the block began (so blocks
-    nest, and a patch made outside is left in place)."""
+    """``with ssd_fast.torchvision_ops(): ...`` runs the block with the patch on.
+
+    The open blocks of every thread are counted: the patch goes off when the last one ends,
+    unless :func:`patch_torchvision` was called (and not undone) before or during them. So blocks
+    nest, overlap across threads, and leave a patch made outside in place."""
+    global _blocks
     with _lock:
-        was_active = _active
-    patch_torchvision()
+        _blocks += 1
+        _set_active(True)
     try:
         yield
     finally:
-        if not was_active:
-            unpatch_torchvision()
+        with _lock:
+            _blocks -= 1
+            if _blocks == 0 and not _explicit:
+                _set_active(False)

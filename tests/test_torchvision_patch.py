@@ -404,6 +404,48 @@ def test_the_context_manager_nests_and_unpatches_on_an_exception():
     assert torchvision.ops.nms is TV["nms"]
 
 
+def test_blocks_in_two_threads_overlap():
+    # A enters, B enters, A leaves (B's block still sees the patch), B leaves (unpatched)
+    import threading
+    steps = {name: threading.Event() for name in ("a_in", "b_in", "a_out")}
+    seen = {}
+
+    def a():
+        with ssd_fast.torchvision_ops():
+            steps["a_in"].set()
+            steps["b_in"].wait(10)
+        steps["a_out"].set()
+
+    def b():
+        steps["a_in"].wait(10)
+        with ssd_fast.torchvision_ops():
+            steps["b_in"].set()
+            steps["a_out"].wait(10)
+            seen["after a left"] = torchvision.ops.nms
+        seen["after b left"] = torchvision.ops.nms
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert all(e.is_set() for e in steps.values())
+    assert seen == {"after a left": tp.nms, "after b left": TV["nms"]}
+
+
+def test_blocks_around_an_explicit_patch():
+    # a patch made inside a block outlives it; an unpatch inside a block ends the patch at once
+    with ssd_fast.torchvision_ops():
+        ssd_fast.patch_torchvision()
+    assert torchvision.ops.nms is tp.nms
+    with ssd_fast.torchvision_ops():
+        with ssd_fast.torchvision_ops():
+            ssd_fast.unpatch_torchvision()
+            assert torchvision.ops.nms is TV["nms"]
+        assert torchvision.ops.nms is TV["nms"]
+    assert torchvision.ops.nms is TV["nms"]
+
+
 def test_importing_ssd_fast_does_not_import_torchvision():
     import subprocess
     code = "import sys, ssd_fast; assert 'torchvision' not in sys.modules; ssd_fast.patch_torchvision"
