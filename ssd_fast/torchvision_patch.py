@@ -187,7 +187,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     """``torchvision.ops.box_iou`` on ssd_fast's kernel (:func:`ssd_fast.ops.box_iou`) for
     ``"xyxy"`` float32/float64 boxes (bit-identical values for well-formed boxes); other formats,
-    dtypes and broadcasts run torchvision's function."""
+    dtypes and broadcasts run torchvision's function (``ssd_fast.ops.box_iou`` takes ``"xywh"``
+    and ``"cxcywh"`` too, but converts them to corners first, which rounds: here torchvision's
+    values are kept)."""
     if torch.jit.is_scripting():
         return _tv_box_iou(boxes1, boxes2, fmt)
     if _takes_box_iou(boxes1, boxes2, fmt):

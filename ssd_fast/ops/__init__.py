@@ -91,17 +91,48 @@ def _mode(op, mode):
     return mode
 
 
-def _is_integer(t):
+#: box_iou's formats, torchvision 0.29's: the axis-aligned ones computed here, the rotated ones by
+#: torchvision.ops.box_iou.
+AXIS_ALIGNED_FORMATS = ("xyxy", "xywh", "cxcywh")
+ROTATED_FORMATS = ("cxcywhr", "xywhr", "xyxyxyxy")
+
+
+def _box_format(op, fmt):
+    if isinstance(fmt, str) and (fmt in AXIS_ALIGNED_FORMATS or fmt in ROTATED_FORMATS):
+        return fmt
+    formats = ", ".join(map(repr, AXIS_ALIGNED_FORMATS + ROTATED_FORMATS))
+    if isinstance(fmt, str):
+        raise ValueError(f"{op}: fmt must be one of {formats}, got {fmt!r}")
+    raise TypeError(f"{op}: fmt must be one of {formats}, got {_show(fmt)}")
+
+
+def _corners(boxes: Tensor, fmt: str) -> Tensor:
+    """Boxes of an axis-aligned format as ``(x1, y1, x2, y2)``, as torchvision's box_convert
+    computes them; a tensor without 4 coordinates is left as it is, for the op to refuse."""
+    if fmt == "xyxy" or boxes.dim() == 0 or boxes.shape[-1] != 4:
+        return boxes
+    xy, wh = boxes[..., :2], boxes[..., 2:]
+    if fmt == "xywh":
+        return torch.cat([xy, xy + wh], -1)
+    return torch.cat([xy - 0.5 * wh, xy + 0.5 * wh], -1)  # cxcywh
+
+
+def _is_integer(t: Tensor) -> bool:
     return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
 
 
-def _integer_box_iou(boxes1, boxes2):
+def _iou_of_integers(boxes1: Tensor, boxes2: Tensor, fmt: str, dtype: torch.dtype) -> Tensor:
     """box_iou of integer boxes, as torchvision computes it (integer area and intersection, then
-    a true division, which gives torch's default dtype): here in float64, which holds them
-    exactly, then rounded once to the default dtype."""
+    a true division, which gives torch's default dtype `dtype`): here in float64, which holds
+    them exactly, then rounded once to `dtype`."""
+    iou = torch.ops.ssd_fast.box_iou(_corners(boxes1.to(torch.float64), fmt),
+                                     _corners(boxes2.to(torch.float64), fmt))
+    return iou.to(dtype)
+
+
+def _integer_box_iou(boxes1, boxes2, fmt):
     if _is_integer(boxes1) and _is_integer(boxes2):
-        iou = torch.ops.ssd_fast.box_iou(boxes1.to(torch.float64), boxes2.to(torch.float64))
-        return iou.to(torch.get_default_dtype())
+        return _iou_of_integers(boxes1, boxes2, fmt, torch.get_default_dtype())
     if _is_integer(boxes1) != _is_integer(boxes2) and not (boxes1.is_complex() or boxes2.is_complex()
                                                             or torch.bool in (boxes1.dtype, boxes2.dtype)):
         raise RuntimeError(f"box_iou: boxes1 and boxes2 must both be integer, or both floating point "
@@ -110,14 +141,27 @@ def _integer_box_iou(boxes1, boxes2):
     return torch.ops.ssd_fast.box_iou(boxes1, boxes2)  # bool, complex: the op's own message
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+def _torchvision_box_iou(boxes1, boxes2, fmt):
+    from torchvision.ops import boxes as tv_boxes  # imported here: ssd_fast does not need it
+
+    return tv_boxes.box_iou(boxes1, boxes2, fmt=fmt)
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     """Pairwise IoU, a drop-in for ``torchvision.ops.box_iou``.
 
     Args:
-        boxes1: ``[..., N, 4]`` corners.
-        boxes2: ``[..., M, 4]`` corners, on the same device and of the same dtype. Leading
+        boxes1: ``[..., N, 4]`` boxes of format ``fmt``.
+        boxes2: ``[..., M, 4]`` boxes, on the same device and of the same dtype. Leading
             (batch) dims must equal those of ``boxes1``, or one of the two has none and is
             shared by every batch of the other (``[B, G, 4]`` against priors ``[P, 4]``).
+        fmt: torchvision's formats: ``"xyxy"`` corners (the ops' own), ``"xywh"`` (corner,
+            width, height) or ``"cxcywh"`` (centre, width, height), which are converted to
+            corners first (as ``torchvision.ops.box_convert``: that rounds, so the IoU is within
+            a few ulps of torchvision's, whose areas are ``w * h``), and differentiable through
+            the conversion; the rotated ``"cxcywhr"``, ``"xywhr"``, ``"xyxyxyxy"`` are computed
+            by ``torchvision.ops.box_iou`` itself (which ssd_fast then imports). Anything else:
+            ``ValueError`` (a string) or ``TypeError`` naming ``fmt``.
 
     Returns:
         ``[..., N, M]`` IoU in the input dtype. IoU = inter / (area1 + area2 - inter); where
@@ -135,9 +179,13 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """
     if not (isinstance(boxes1, Tensor) and isinstance(boxes2, Tensor)):
         _not_tensors("box_iou", boxes1=boxes1, boxes2=boxes2)
+    if type(fmt) is not str or fmt != "xyxy":
+        fmt = _box_format("box_iou", fmt)
+        if fmt in ROTATED_FORMATS:
+            return _torchvision_box_iou(boxes1, boxes2, fmt)
     if not (boxes1.is_floating_point() and boxes2.is_floating_point()):
-        return _integer_box_iou(boxes1, boxes2)
-    return torch.ops.ssd_fast.box_iou(boxes1, boxes2)
+        return _integer_box_iou(boxes1, boxes2, fmt)
+    return torch.ops.ssd_fast.box_iou(_corners(boxes1, fmt), _corners(boxes2, fmt))
 
 
 def encode_boxes(gt: Tensor, priors: Tensor,

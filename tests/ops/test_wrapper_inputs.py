@@ -36,7 +36,7 @@ def valid_arguments(name, gen, dtype=torch.float32):
     loc = (torch.randn(B, P, 4, generator=gen, dtype=torch.float64) * 0.5).to(dtype)
     prior_labels = torch.randint(0, C, (B, P), generator=gen)
     return {
-        "box_iou": lambda: dict(boxes1=gt, boxes2=boxes),
+        "box_iou": lambda: dict(boxes1=gt, boxes2=boxes, fmt="xyxy"),
         "encode_boxes": lambda: dict(gt=_boxes(gen, B, P).to(dtype), priors=boxes, variances=(0.1, 0.1, 0.2, 0.2)),
         "decode_boxes": lambda: dict(offsets=loc, priors=boxes, variances=(0.1, 0.1, 0.2, 0.2)),
         "match_priors": lambda: dict(gt_boxes=gt, gt_labels=labels, priors=boxes,
@@ -67,9 +67,9 @@ def on(kwargs, device):
 
 
 # What each argument of each wrapper is: a tensor, an optional tensor, a number (`real`), a count,
-# the variances, a bool, a mode string.
+# the variances, a bool, a mode string, a box format string.
 ARGUMENTS = {
-    "box_iou": {"boxes1": "tensor", "boxes2": "tensor"},
+    "box_iou": {"boxes1": "tensor", "boxes2": "tensor", "fmt": "fmt"},
     "encode_boxes": {"gt": "tensor", "priors": "tensor", "variances": "variances"},
     "decode_boxes": {"offsets": "tensor", "priors": "tensor", "variances": "variances"},
     "match_priors": {"gt_boxes": "tensor", "gt_labels": "tensor", "priors": "tensor",
@@ -100,6 +100,8 @@ def test_arguments_cover_every_wrapper_and_argument():
     for name, args in ARGUMENTS.items():
         assert list(args) == list(inspect.signature(getattr(ops, name)).parameters), name
 
+
+FORMATS = "'xyxy', 'xywh', 'cxcywh', 'cxcywhr', 'xywhr', 'xyxyxyxy'"  # torchvision 0.29's
 
 # Per kind of argument: (id, bad value, exception, what the message must say after "got ").
 _TENSOR_BAD = [("none", None, TypeError, "None (NoneType)"),
@@ -141,6 +143,14 @@ _BAD = {
     "mode": [("none", None, TypeError, "must be 'bipartite' or 'argmax', got None (NoneType)"),
              ("int", 0, TypeError, "must be 'bipartite' or 'argmax', got 0 (int)"),
              ("unknown", "greedy", ValueError, "must be 'bipartite' or 'argmax', got 'greedy'")],
+    "fmt": [(case, value, exc, f"must be one of {FORMATS}, got {shown}") for case, value, exc, shown in [
+        ("none", None, TypeError, "None (NoneType)"),
+        ("int", 0, TypeError, "0 (int)"),
+        ("bytes", b"xyxy", TypeError, "b'xyxy' (bytes)"),
+        ("list", ["xyxy"], TypeError, "['xyxy'] (list)"),
+        ("unknown", "xyzw", ValueError, "'xyzw'"),
+        ("upper_case", "XYXY", ValueError, "'XYXY'"),  # tv_tensors' name: box_iou takes lower case
+        ("empty", "", ValueError, "''")]],
     "variances": [
         ("none", None, TypeError, "must be a list, tuple or 1-D tensor of numbers, got None (NoneType)"),
         ("str", "0.1", TypeError, "must be a list, tuple or 1-D tensor of numbers, got '0.1' (str)"),
@@ -373,6 +383,47 @@ def test_box_iou_of_integer_boxes_as_torchvision(device, gen, dtype, shapes):
     got = ops.box_iou(boxes1.to(device), boxes2.to(device))
     assert got.dtype == expected.dtype == torch.float32 and got.device.type == device.type
     torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0)
+
+
+def _as_format(boxes, fmt):
+    return torchvision.ops.box_convert(boxes, "xyxy", fmt) if fmt != "xyxy" else boxes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
+@pytest.mark.parametrize("fmt", ["xyxy", "xywh", "cxcywh"])
+def test_box_iou_of_every_axis_aligned_format_as_torchvision(device, gen, fmt, dtype):
+    if dtype == torch.int64:
+        boxes1, boxes2 = _integer_boxes(gen, 2, 7, sides=(2, 120)), _integer_boxes(gen, 9, sides=(2, 120))
+        for b in (boxes1, boxes2):
+            b[..., 2:] -= (b[..., 2:] - b[..., :2]) % 2  # even sides: integer centres
+    else:
+        boxes1, boxes2 = _boxes(gen, 2, 7, scale=100).to(dtype), _boxes(gen, 9, scale=100).to(dtype)
+    boxes1, boxes2 = (_as_format(b, fmt).to(dtype) for b in (boxes1, boxes2))
+    expected = torchvision.ops.box_iou(boxes1, boxes2, fmt=fmt)
+    got = ops.box_iou(boxes1.to(device), boxes2.to(device), fmt=fmt)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert (expected > 0).sum() >= 5
+    # the other formats are converted to corners first, which rounds (torchvision's areas are
+    # w * h): within a few ulps of the IoU
+    exact = fmt == "xyxy" or dtype == torch.int64
+    torch.testing.assert_close(got.cpu(), expected, rtol=0 if exact else 8 * torch.finfo(expected.dtype).eps,
+                               atol=0 if exact else torch.finfo(expected.dtype).eps)
+    assert torch.equal(ops.box_iou(boxes1, boxes2, fmt), got.cpu())  # positional, as torchvision's
+
+
+def test_box_iou_of_other_formats_is_differentiable(gen):
+    boxes1 = _as_format(_boxes(gen, 4), "cxcywh").requires_grad_()
+    boxes2 = _as_format(_boxes(gen, 5), "cxcywh").requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: ops.box_iou(a, b, fmt="cxcywh"), (boxes1, boxes2))
+
+
+@pytest.mark.parametrize("fmt", ["cxcywhr", "xywhr", "xyxyxyxy"])
+def test_box_iou_of_rotated_formats_is_torchvision_s(gen, fmt):
+    boxes = torch.cat([_as_format(_boxes(gen, 6, scale=50), "cxcywh"),
+                       torch.rand(6, 1, generator=gen, dtype=torch.float64) * 90], -1).float()
+    boxes = torchvision.ops.box_convert(boxes, "cxcywhr", fmt)
+    expected = torchvision.ops.box_iou(boxes, boxes[:4], fmt=fmt)
+    assert torch.equal(ops.box_iou(boxes, boxes[:4], fmt=fmt), expected)
 
 
 def test_box_iou_of_large_integer_boxes_as_torchvision(device, gen):
