@@ -16,6 +16,14 @@ naming the argument and quoting the value.
 
 Only box_iou, encode_boxes, decode_boxes and multibox_loss are differentiable; the outputs of the
 other ops never require grad.
+
+TorchScript: ``torch.jit.script`` compiles :func:`box_iou`, :func:`nms` and :func:`batched_nms`
+(the drop-ins for torchvision's, which script) into calls of ``torch.ops.ssd_fast.*``; there the
+argument types are TorchScript's to check (a float threshold, a str ``fmt``). The other wrappers
+are not scriptable: they take a number as any of several types (Python, NumPy, a one-element
+tensor), which TorchScript's static types cannot express, and TorchScript is deprecated in torch;
+use ``torch.compile`` (``fullgraph=True`` works) or ``torch.export``, which trace every wrapper, or
+call ``torch.ops.ssd_fast.<op>`` from the script directly (plain float and int arguments).
 """
 import numbers
 import operator
@@ -177,14 +185,21 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
         equal to torchvision's wherever the areas and intersections are below 2^24 (and its
         int32 areas do not overflow). An integer and a floating-point tensor together: an error.
     """
-    if not (isinstance(boxes1, Tensor) and isinstance(boxes2, Tensor)):
-        _not_tensors("box_iou", boxes1=boxes1, boxes2=boxes2)
-    if type(fmt) is not str or fmt != "xyxy":
-        fmt = _box_format("box_iou", fmt)
-        if fmt in ROTATED_FORMATS:
-            return _torchvision_box_iou(boxes1, boxes2, fmt)
-    if not (boxes1.is_floating_point() and boxes2.is_floating_point()):
-        return _integer_box_iou(boxes1, boxes2, fmt)
+    if torch.jit.is_scripting():  # TorchScript: the arguments' types are its own to check
+        if fmt != "xyxy" and fmt != "xywh" and fmt != "cxcywh":  # AXIS_ALIGNED_FORMATS
+            raise ValueError("box_iou: fmt must be 'xyxy', 'xywh' or 'cxcywh' in TorchScript "
+                             "(torchvision.ops.box_iou takes the rotated ones), got " + fmt)
+        if _is_integer(boxes1) and _is_integer(boxes2):  # empty(0): the default dtype
+            return _iou_of_integers(boxes1, boxes2, fmt, torch.empty(0).dtype)
+    else:
+        if not (isinstance(boxes1, Tensor) and isinstance(boxes2, Tensor)):
+            _not_tensors("box_iou", boxes1=boxes1, boxes2=boxes2)
+        if type(fmt) is not str or fmt != "xyxy":
+            fmt = _box_format("box_iou", fmt)
+            if fmt in ROTATED_FORMATS:
+                return _torchvision_box_iou(boxes1, boxes2, fmt)
+        if not (boxes1.is_floating_point() and boxes2.is_floating_point()):
+            return _integer_box_iou(boxes1, boxes2, fmt)
     return torch.ops.ssd_fast.box_iou(_corners(boxes1, fmt), _corners(boxes2, fmt))
 
 
@@ -377,9 +392,11 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         The output size depends on the data: on CUDA the op synchronises the host once, to
         read it; under ``torch.compile`` it is a dynamic (unbacked) size.
     """
-    if not (isinstance(boxes, Tensor) and isinstance(scores, Tensor)):
-        _not_tensors("nms", boxes=boxes, scores=scores)
-    return torch.ops.ssd_fast.nms(boxes, scores, _real("nms", "iou_threshold", iou_threshold))
+    if not torch.jit.is_scripting():
+        if not (isinstance(boxes, Tensor) and isinstance(scores, Tensor)):
+            _not_tensors("nms", boxes=boxes, scores=scores)
+        iou_threshold = _real("nms", "iou_threshold", iou_threshold)
+    return torch.ops.ssd_fast.nms(boxes, scores, iou_threshold)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -405,15 +422,15 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         empty result whatever the other arguments are, as in torchvision (whose own tests call
         ``batched_nms(empty, None, None, None)``).
     """
-    op = "batched_nms"
-    if not isinstance(boxes, Tensor):
-        _not_tensors(op, boxes=boxes)
-    if boxes.numel() == 0 and (boxes.shape == (0,) or boxes.shape == (0, 4)):
-        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    if not (isinstance(scores, Tensor) and isinstance(idxs, Tensor)):
-        _not_tensors(op, scores=scores, idxs=idxs)
-    return torch.ops.ssd_fast.batched_nms(boxes, scores, idxs,
-                                          _real(op, "iou_threshold", iou_threshold))
+    if not torch.jit.is_scripting() and not isinstance(boxes, Tensor):
+        _not_tensors("batched_nms", boxes=boxes)
+    if boxes.numel() == 0 and (boxes.dim() == 1 or (boxes.dim() == 2 and boxes.shape[1] == 4)):
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)  # [0] or [0, 4]
+    if not torch.jit.is_scripting():
+        if not (isinstance(scores, Tensor) and isinstance(idxs, Tensor)):
+            _not_tensors("batched_nms", scores=scores, idxs=idxs)
+        iou_threshold = _real("batched_nms", "iou_threshold", iou_threshold)
+    return torch.ops.ssd_fast.batched_nms(boxes, scores, idxs, iou_threshold)
 
 
 def multiclass_nms(boxes: Tensor, scores: Tensor, score_threshold: float = 0.01,
