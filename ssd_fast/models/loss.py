@@ -1,5 +1,6 @@
 """MultiBoxLoss (SPEC §3): ``ssd_targets`` + ``multibox_loss`` (smooth L1 over positives + softmax
 cross-entropy over positives and hard-mined negatives, both over the batch's positives)."""
+import math
 from typing import Sequence, Tuple
 
 import torch
@@ -7,6 +8,7 @@ from torch import Tensor, nn
 
 from ssd_fast.ops import multibox_loss, ssd_targets
 
+from . import _checks
 from .priors import DEFAULT_VARIANCES
 
 MODES = ("bipartite", "argmax")
@@ -23,6 +25,9 @@ class MultiBoxLoss(nn.Module):
         variances: box-coding variances.
         mode: ``"bipartite"`` (Caffe) or ``"argmax"`` (ssd.pytorch, torchvision) matching.
         check_labels: look for labels >= ``num_classes`` (below).
+
+    Each argument is checked here (type and range; ``ValueError`` naming it and quoting the
+    value), not at the first forward.
 
     ``forward(loc, conf_logits, gt_boxes, gt_labels) -> (loc_loss, conf_loss)``:
 
@@ -49,24 +54,23 @@ class MultiBoxLoss(nn.Module):
                  iou_threshold: float = 0.5, variances: Sequence[float] = DEFAULT_VARIANCES,
                  mode: str = "bipartite", check_labels: bool = True):
         super().__init__()
+        owner = "MultiBoxLoss"
         if not isinstance(priors, Tensor) or priors.dim() != 2 or priors.shape[1] != 4:
             got = tuple(priors.shape) if isinstance(priors, Tensor) else type(priors).__name__
-            raise ValueError(f"MultiBoxLoss: priors must be a [P, 4] tensor, got {got}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"MultiBoxLoss: num_classes must be an int >= 2, got {num_classes!r}")
-        if not neg_pos_ratio >= 0:
-            raise ValueError(f"MultiBoxLoss: neg_pos_ratio must be >= 0, got {neg_pos_ratio!r}")
-        if not 0 <= iou_threshold <= 1:
-            raise ValueError(f"MultiBoxLoss: iou_threshold must be in [0, 1], got {iou_threshold!r}")
-        if mode not in MODES:
-            raise ValueError(f"MultiBoxLoss: mode must be one of {MODES}, got {mode!r}")
+            raise ValueError(f"{owner}: priors must be a [P, 4] tensor, got {got}")
+        if not priors.is_floating_point():
+            raise ValueError(f"{owner}: priors must be a floating-point tensor, got {priors.dtype}")
+        if not bool(priors.isfinite().all()):
+            raise ValueError(f"{owner}: priors must be finite, got non-finite values")
         self.register_buffer("priors", priors.detach().float(), persistent=False)
-        self.num_classes = num_classes
-        self.neg_pos_ratio = float(neg_pos_ratio)
-        self.iou_threshold = float(iou_threshold)
-        self.variances = tuple(float(v) for v in variances)
-        self.mode = mode
-        self.check_labels = bool(check_labels)
+        self.num_classes = _checks.integer(owner, "num_classes", num_classes, 2)
+        self.neg_pos_ratio = _checks.number(owner, "neg_pos_ratio", neg_pos_ratio,
+                                            "a finite number >= 0", lambda v: 0 <= v < math.inf)
+        self.iou_threshold = _checks.number(owner, "iou_threshold", iou_threshold, "in [0, 1]",
+                                            lambda v: 0 <= v <= 1)
+        self.variances = _checks.variances(owner, variances)
+        self.mode = _checks.choice(owner, "mode", mode, MODES)
+        self.check_labels = _checks.flag(owner, "check_labels", check_labels)
 
     @classmethod
     def for_model(cls, model, **kwargs) -> "MultiBoxLoss":

@@ -29,11 +29,14 @@ Two arithmetics, chosen by ``style``:
 """
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from . import _checks
 
 DEFAULT_VARIANCES = (0.1, 0.1, 0.2, 0.2)
 STYLES = ("caffe", "torchvision", "ssd_pytorch")
@@ -46,17 +49,29 @@ SSD512_STEPS = (8, 16, 32, 64, 128, 256, 512)
 SSD512_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
 
 
-def _pairs(values, name):
-    """(h, w) pairs from ints or pairs."""
+def _is_count(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+
+
+def _is_size(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < float(v) < math.inf
+
+
+def _pairs(values, name, ok, what):
+    """(h, w) pairs from single values or pairs, every element passing ``ok``."""
     out = []
-    for v in values:
-        if isinstance(v, (int, float)):
-            out.append((v, v))
-        elif len(v) == 2:
-            out.append((v[0], v[1]))
-        else:
-            raise ValueError(f"PriorSpec: {name} must hold numbers or (h, w) pairs, got {values!r}")
+    for v in values if isinstance(values, (list, tuple)) else [None]:
+        pair = tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+        if len(pair) != 2 or not all(ok(x) for x in pair):
+            raise ValueError(f"PriorSpec: {name} must hold {what} or (h, w) pairs of them, got {values!r}")
+        out.append(pair)
     return tuple(out)
+
+
+def _sizes(values, name):
+    if not (isinstance(values, (list, tuple)) and all(_is_size(v) for v in values)):
+        raise ValueError(f"PriorSpec: {name} must hold finite numbers > 0, got {values!r}")
+    return tuple(float(v) for v in values)
 
 
 def expand_ratios(ratios: Sequence[float]):
@@ -87,6 +102,9 @@ class PriorSpec:
         variances: the box-coding variances models use with these boxes.
         style: ``"caffe"``, ``"torchvision"`` or ``"ssd_pytorch"`` arithmetic.
         name: the preset name, or ``"custom"``.
+
+    Every argument is checked (types and ranges: counts are ints, never truncated floats; sizes
+    finite and > 0): ``ValueError`` naming it and quoting the value.
     """
     image_size: Tuple[int, int]
     feature_maps: Tuple[Tuple[int, int], ...]
@@ -103,27 +121,38 @@ class PriorSpec:
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
         size = self.image_size
-        set_("image_size", (int(size), int(size)) if isinstance(size, (int, float))
-             else tuple(int(s) for s in size))
-        set_("feature_maps", tuple((int(h), int(w)) for h, w in _pairs(self.feature_maps, "feature_maps")))
+        if _is_count(size):
+            size = (size, size)
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_count(s) for s in size)):
+            raise ValueError(f"PriorSpec: image_size must be a positive int or (H, W) of them, got "
+                             f"{self.image_size!r}")
+        set_("image_size", tuple(int(s) for s in size))
+        set_("feature_maps", tuple((int(h), int(w)) for h, w in
+                                   _pairs(self.feature_maps, "feature_maps", _is_count, "positive ints")))
         if self.steps is not None:
-            set_("steps", tuple((float(h), float(w)) for h, w in _pairs(self.steps, "steps")))
-        set_("min_sizes", tuple(float(s) for s in self.min_sizes))
-        set_("max_sizes", tuple(float(s) for s in self.max_sizes))
-        set_("aspect_ratios", tuple(tuple(float(r) for r in rs) for rs in self.aspect_ratios))
-        set_("variances", tuple(float(v) for v in self.variances))
-        set_("clip", bool(self.clip))
-        set_("offset", float(self.offset))
+            set_("steps", tuple((float(h), float(w)) for h, w in
+                                _pairs(self.steps, "steps", _is_size, "finite numbers > 0")))
+        set_("min_sizes", _sizes(self.min_sizes, "min_sizes"))
+        set_("max_sizes", _sizes(self.max_sizes, "max_sizes"))
+        ratios = self.aspect_ratios
+        if not (isinstance(ratios, (list, tuple)) and all(isinstance(rs, (list, tuple)) for rs in ratios)):
+            raise ValueError(f"PriorSpec: aspect_ratios must hold one list of ratios per feature map, "
+                             f"got {ratios!r}")
+        if not all(_is_size(r) for rs in ratios for r in rs):
+            raise ValueError(f"PriorSpec: aspect_ratios must hold finite numbers > 0, got {ratios!r}")
+        set_("aspect_ratios", tuple(tuple(float(r) for r in rs) for rs in ratios))
+        set_("variances", _checks.variances("PriorSpec", self.variances))
+        set_("clip", _checks.flag("PriorSpec", "clip", self.clip))
+        set_("offset", _checks.number("PriorSpec", "offset", self.offset, "a finite number"))
+        _checks.choice("PriorSpec", "style", self.style, STYLES)
+        if not isinstance(self.name, str):
+            raise ValueError(f"PriorSpec: name must be a str, got {self.name!r}")
         self._check()
 
     def _check(self):
         n = len(self.feature_maps)
-        if len(self.image_size) != 2 or min(self.image_size) <= 0:
-            raise ValueError(f"PriorSpec: image_size must be a positive int or (H, W), got {self.image_size!r}")
         if n == 0:
             raise ValueError("PriorSpec: feature_maps must not be empty, got ()")
-        if any(h <= 0 or w <= 0 for h, w in self.feature_maps):
-            raise ValueError(f"PriorSpec: feature_maps must be positive, got {self.feature_maps!r}")
         lengths = {"min_sizes": len(self.min_sizes), "aspect_ratios": len(self.aspect_ratios)}
         if self.steps is not None:
             lengths["steps"] = len(self.steps)
@@ -133,17 +162,6 @@ class PriorSpec:
             if v != n:
                 raise ValueError(f"PriorSpec: {k} must have one entry per feature map ({n}), got {v}: "
                                  f"{getattr(self, k)!r}")
-        for k in ("min_sizes", "max_sizes"):
-            if any(not (s > 0) for s in getattr(self, k)):
-                raise ValueError(f"PriorSpec: {k} must be positive, got {getattr(self, k)!r}")
-        if self.steps is not None and any(not (s > 0) for st in self.steps for s in st):
-            raise ValueError(f"PriorSpec: steps must be positive, got {self.steps!r}")
-        if any(not (r > 0) for rs in self.aspect_ratios for r in rs):
-            raise ValueError(f"PriorSpec: aspect_ratios must be positive, got {self.aspect_ratios!r}")
-        if len(self.variances) != 4 or any(not (v > 0) for v in self.variances):
-            raise ValueError(f"PriorSpec: variances must be 4 positive numbers, got {self.variances!r}")
-        if self.style not in STYLES:
-            raise ValueError(f"PriorSpec: style must be one of {STYLES}, got {self.style!r}")
         if self.style == "caffe" and any(int(s) < 1 for s in self.min_sizes):
             raise ValueError(f"PriorSpec: style='caffe' truncates sizes to integers, so min_sizes "
                              f"must be >= 1, got {self.min_sizes!r}")

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from ..ops import _show
 from .priors import PriorSpec
 
 #: ``detect`` defaults (SPEC §3); ``priors="torchvision"`` turns ``clip`` on, as torchvision.
@@ -68,6 +69,8 @@ class SSD(nn.Module):
         arch, arch_kwargs: the builder and its extra arguments, so a checkpoint rebuilds the
             model (set by the builders in ``ssd_fast.models``).
 
+    Every argument is checked here (``ValueError`` naming it and quoting the value).
+
     Attributes:
         priors: buffer ``[P, 4]`` float32 normalized corners (not in the state dict: the spec
             regenerates it).
@@ -81,9 +84,22 @@ class SSD(nn.Module):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2 (background included), got {num_classes!r}")
+        if not (hasattr(backbone, "out_channels") and callable(getattr(backbone, "feature_map_sizes", None))):
+            raise ValueError(f"SSD: backbone must have out_channels and feature_map_sizes, got {backbone!r}")
+        if not isinstance(priors, PriorSpec):
+            raise ValueError(f"SSD: priors must be a PriorSpec, got {_show(priors)}")
+        if not callable(make_head):
+            raise ValueError(f"SSD: make_head must be callable, got {_show(make_head)}")
+        if classes is not None and (isinstance(classes, str) or not all(isinstance(c, str) for c in classes)):
+            raise ValueError(f"SSD: classes must be a list of num_classes={num_classes} strings "
+                             f"(background first), got {_show(classes)}")
         if classes is not None and len(classes) != num_classes:
             raise ValueError(f"classes must name num_classes={num_classes} classes (background "
                              f"first), got {len(classes)}: {list(classes)!r}")
+        if not isinstance(arch, str):
+            raise ValueError(f"SSD: arch must be a str, got {_show(arch)}")
+        if arch_kwargs is not None and not isinstance(arch_kwargs, dict):
+            raise ValueError(f"SSD: arch_kwargs must be a dict or None, got {_show(arch_kwargs)}")
         sizes = [tuple(s) for s in backbone.feature_map_sizes(priors.image_size)]
         if sizes != list(priors.feature_maps):
             raise ValueError(f"priors: made for feature maps {list(priors.feature_maps)} at image_size="

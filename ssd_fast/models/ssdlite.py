@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from . import _checks
 from .priors import SSD300_RATIOS, PriorSpec, get_prior_spec, ssd_sizes
 from .ssd import SSD, conv3x3_head, spatial_size, xavier_init
 
@@ -79,10 +80,8 @@ class LiteBackbone(nn.Module):
 
     def __init__(self, width_mult: float = 1.0, style: str = "mobilenet"):
         super().__init__()
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
-        if style not in ("mobilenet", "vgg"):
-            raise ValueError(f"style must be 'mobilenet' or 'vgg', got {style!r}")
+        width_mult = _checks.positive("LiteBackbone", "width_mult", width_mult)
+        style = _checks.choice("LiteBackbone", "style", style, ("mobilenet", "vgg"))
         table = MOBILENET_STAGES if style == "mobilenet" else VGG_STAGES
         stages, c = [], 3
         for i, blocks in enumerate(table):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _checks
 from .priors import get_prior_spec
 from .ssd import SSD, spatial_size, xavier_init
 
@@ -45,7 +46,9 @@ class L2Norm(nn.Module):
 
     def __init__(self, channels: int, scale: float = 20.0):
         super().__init__()
-        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
+        channels = _checks.integer("L2Norm", "channels", channels, 1)
+        scale = _checks.number("L2Norm", "scale", scale, "a finite number")
+        self.weight = nn.Parameter(torch.full((channels,), scale))
 
     def forward(self, x: Tensor) -> Tensor:
         xf = x.to(torch.promote_types(x.dtype, torch.float32))
@@ -84,8 +87,8 @@ class VGG16Backbone(nn.Module):
 
     def __init__(self, image_size: int = 300):
         super().__init__()
-        if image_size not in EXTRAS:
-            raise ValueError(f"image_size must be one of {sorted(EXTRAS)}, got {image_size!r}")
+        if type(image_size) is not int or image_size not in EXTRAS:
+            raise ValueError(f"VGG16Backbone: image_size must be one of {sorted(EXTRAS)}, got {image_size!r}")
         self.vgg = nn.Sequential(*vgg16_layers())
         self.l2norm = L2Norm(512, 20.0)
         extras, c = [], 1024

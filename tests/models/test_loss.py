@@ -1,7 +1,9 @@
 """MultiBoxLoss: equal to a plain composition of the reference ops and to torchvision's
 compute_loss (argmax matching); gradients; no positives; autocast; errors."""
+import re
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -202,3 +204,59 @@ def test_errors(gen, priors):
         MultiBoxLoss(priors, 1)
     with pytest.raises(ValueError, match=r"iou_threshold must be in \[0, 1\], got 1.5"):
         MultiBoxLoss(priors, C, iou_threshold=1.5)
+
+
+# Every argument the constructor stores: (argument, bad value, what the message says after "got ").
+BAD_CONSTRUCTOR_ARGUMENTS = {
+    "variances-zeros": ("variances", (0, 0, 0, 0), "(0, 0, 0, 0)"),
+    "variances-negative": ("variances", (0.1, -0.1, 0.2, 0.2), "(0.1, -0.1, 0.2, 0.2)"),
+    "variances-three": ("variances", (0.1, 0.1, 0.2), "(0.1, 0.1, 0.2)"),
+    "variances-inf": ("variances", (0.1, 0.1, float("inf"), 0.2), "(0.1, 0.1, inf, 0.2)"),
+    "variances-nan": ("variances", [0.1, 0.1, 0.2, float("nan")], "[0.1, 0.1, 0.2, nan]"),
+    "variances-str": ("variances", "0.1", "'0.1'"),
+    "variances-none": ("variances", None, "None"),
+    "variances-str_element": ("variances", (0.1, "0.1", 0.2, 0.2), "(0.1, '0.1', 0.2, 0.2)"),
+    "neg_pos_ratio-negative": ("neg_pos_ratio", -1.0, "-1.0"),
+    "neg_pos_ratio-inf": ("neg_pos_ratio", float("inf"), "inf"),
+    "neg_pos_ratio-nan": ("neg_pos_ratio", float("nan"), "nan"),
+    "neg_pos_ratio-str": ("neg_pos_ratio", "3", "'3'"),
+    "neg_pos_ratio-bool": ("neg_pos_ratio", True, "True"),
+    "neg_pos_ratio-none": ("neg_pos_ratio", None, "None"),
+    "iou_threshold-above_1": ("iou_threshold", 1.5, "1.5"),
+    "iou_threshold-nan": ("iou_threshold", float("nan"), "nan"),
+    "iou_threshold-str": ("iou_threshold", "0.5", "'0.5'"),
+    "iou_threshold-none": ("iou_threshold", None, "None"),
+    "mode-unknown": ("mode", "best", "'best'"),
+    "mode-none": ("mode", None, "None"),
+    "mode-list": ("mode", ["argmax"], "['argmax']"),
+    "check_labels-str": ("check_labels", "no", "'no'"),
+    "check_labels-int": ("check_labels", 0, "0"),
+    "check_labels-none": ("check_labels", None, "None"),
+    "num_classes-one": ("num_classes", 1, "1"),
+    "num_classes-float": ("num_classes", 5.0, "5.0"),
+    "num_classes-bool": ("num_classes", True, "True"),
+    "num_classes-str": ("num_classes", "5", "'5'"),
+    "priors-list": ("priors", [[0.0, 0.0, 1.0, 1.0]], "list"),
+    "priors-shape": ("priors", torch.zeros(4, 3), "(4, 3)"),
+    "priors-integer": ("priors", torch.zeros(4, 4, dtype=torch.int64), "torch.int64"),
+    "priors-nan": ("priors", torch.full((4, 4), float("nan")), "non-finite"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONSTRUCTOR_ARGUMENTS)
+def test_bad_constructor_argument_raises(priors, case):
+    # at construction, not at the first forward: every argument it stores is checked
+    name, value, shown = BAD_CONSTRUCTOR_ARGUMENTS[case]
+    kwargs = dict(priors=priors, num_classes=C, neg_pos_ratio=3.0, iou_threshold=0.5,
+                  variances=(0.1, 0.1, 0.2, 0.2), mode="bipartite", check_labels=True)
+    kwargs[name] = value
+    with pytest.raises(ValueError, match=rf"^MultiBoxLoss: {name} must .*got.* {re.escape(shown)}"):
+        MultiBoxLoss(**kwargs)
+
+
+def test_good_constructor_arguments_of_other_types(gen, priors):
+    loc, conf, gt_boxes, gt_labels = random_batch(gen, priors.shape[0])
+    expected = MultiBoxLoss(priors, C)(loc, conf, gt_boxes, gt_labels)
+    for kwargs in (dict(variances=[0.1, 0.1, 0.2, 0.2]), dict(neg_pos_ratio=3), dict(iou_threshold=np.float64(0.5)),
+                   dict(variances=torch.tensor([0.1, 0.1, 0.2, 0.2], dtype=torch.float64))):
+        assert MultiBoxLoss(priors, np.int64(C), **kwargs)(loc, conf, gt_boxes, gt_labels) == expected

@@ -3,11 +3,17 @@
 SSD300/SSD512 shapes are checked on the meta device (no arithmetic); a real SSD300 forward runs
 in the torchvision parity test (test_convert.py).
 """
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ssd_fast.models import PRESETS, L2Norm, MultiBoxLoss, PriorSpec, ssd300_vgg16, ssd512_vgg16, ssd_tiny, ssdlite
+from ssd_fast.models import (PRESETS, SSD, L2Norm, MultiBoxLoss, PriorSpec, ssd300_vgg16, ssd512_vgg16, ssd_tiny,
+                              ssdlite, ssdlite_priors)
+from ssd_fast.models.ssdlite import LiteBackbone
+from ssd_fast.models.vgg import VGG16Backbone
 
 from model_helpers import postprocess, ssd_postprocess_ref  # noqa: F401  (postprocess: a fixture)
 
@@ -183,7 +189,7 @@ def test_errors():
         ssdlite(image_size=16)
     with pytest.raises(ValueError, match="image_size must be an int >= 32, got 16"):
         ssd_tiny(image_size=16)
-    with pytest.raises(ValueError, match="width_mult must be > 0, got 0"):
+    with pytest.raises(ValueError, match="width_mult must be a finite number > 0, got 0"):
         ssd_tiny(width_mult=0)
     model = ssdlite(3, image_size=128)
     with pytest.raises(ValueError, match=r"images: expected a \[B, C, 128, 128\] tensor .* got \(1, 3, 160, 160\)"):
@@ -210,3 +216,36 @@ def test_gradients_reach_every_parameter(builder):
     loc, conf = model(torch.randn(2, 3, 128, 128))
     (loc.square().mean() + F.log_softmax(conf, -1)[..., 0].mean()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+BAD_CONSTRUCTOR_ARGUMENTS = {
+    "width_mult-inf": (lambda: LiteBackbone(float("inf")), "LiteBackbone: width_mult must be a finite number > 0, got inf"),
+    "width_mult-str": (lambda: LiteBackbone("1"), "LiteBackbone: width_mult must be a finite number > 0, got '1'"),
+    "width_mult-nan": (lambda: ssdlite(width_mult=float("nan")), "LiteBackbone: width_mult must be a finite number > 0, got nan"),
+    "style-none": (lambda: LiteBackbone(1.0, None), "LiteBackbone: style must be one of ('mobilenet', 'vgg'), got None"),
+    "vgg_image_size-float": (lambda: VGG16Backbone(300.0), "VGG16Backbone: image_size must be one of [300, 512], got 300.0"),
+    "vgg_image_size-bool": (lambda: VGG16Backbone(True), "VGG16Backbone: image_size must be one of [300, 512], got True"),
+    "l2norm_channels-zero": (lambda: L2Norm(0), "L2Norm: channels must be an int >= 1, got 0"),
+    "l2norm_channels-float": (lambda: L2Norm(512.0), "L2Norm: channels must be an int >= 1, got 512.0"),
+    "l2norm_scale-nan": (lambda: L2Norm(8, float("nan")), "L2Norm: scale must be a finite number, got nan"),
+    "l2norm_scale-str": (lambda: L2Norm(8, "20"), "L2Norm: scale must be a finite number, got '20'"),
+    "ssd_priors-preset_name": (lambda: SSD(LiteBackbone(), 3, "voc"), "SSD: priors must be a PriorSpec, got 'voc'"),
+    "ssd_backbone-plain_module": (lambda: SSD(nn.Identity(), 3, ssdlite_priors(160)),
+                                  "SSD: backbone must have out_channels and feature_map_sizes, got Identity()"),
+    "ssd_make_head-none": (lambda: SSD(LiteBackbone(), 3, ssdlite_priors(160), make_head=None),
+                           "SSD: make_head must be callable, got None"),
+    "ssd_classes-str": (lambda: SSD(LiteBackbone(), 3, ssdlite_priors(160), classes="abc"),
+                        "SSD: classes must be a list of num_classes=3 strings (background first), got 'abc'"),
+    "ssd_classes-numbers": (lambda: SSD(LiteBackbone(), 3, ssdlite_priors(160), classes=[0, 1, 2]),
+                            "SSD: classes must be a list of num_classes=3 strings (background first), got [0, 1, 2]"),
+    "ssd_arch-none": (lambda: SSD(LiteBackbone(), 3, ssdlite_priors(160), arch=None), "SSD: arch must be a str, got None"),
+    "ssd_arch_kwargs-list": (lambda: SSD(LiteBackbone(), 3, ssdlite_priors(160), arch_kwargs=[1]),
+                             "SSD: arch_kwargs must be a dict or None, got [1]"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONSTRUCTOR_ARGUMENTS)
+def test_bad_constructor_argument_raises(case):
+    build, message = BAD_CONSTRUCTOR_ARGUMENTS[case]
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        build()
