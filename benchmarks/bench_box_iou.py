@@ -2,10 +2,9 @@
 (8732x64), 5000x5000, and batched 32x8732x16; CPU and CUDA."""
 import pytest
 
-from conftest import DEVICES, case_params
+from conftest import case_params
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case,impl", case_params("box_iou"))
+@pytest.mark.parametrize("case,impl,device", case_params("box_iou"))
 def test_box_iou(run_case, case, impl, device):
     run_case(case, impl, device)

@@ -1,4 +1,4 @@
-"""End-to-end CPU inference (ssd_fast.bench_inference): SSD.detect in PyTorch eager vs the
+"""End-to-end CPU inference (ssd_fast.bench.inference): SSD.detect in PyTorch eager vs the
 same detector exported to ONNX in onnxruntime vs torchvision's ssd300_vgg16 /
 ssdlite320_mobilenet_v3_large in eval mode, batch 1 and 8, each total split into network and
 tail. Outputs are checked before timing (the ONNX network equals the model's, the ONNX detector
@@ -9,11 +9,7 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from ssd_fast import bench_inference  # noqa: E402
-
-CALLS = ["eager", "eager_network", "eager_tail", "onnxruntime", "onnxruntime_network", "torchvision",
-         "torchvision_network", "torchvision_tail"]
-
+from ssd_fast.bench import inference  # noqa: E402
 
 SMOKE = "smoke run (--benchmark-disable): ssdlite320 at batch 1 checks the machinery; tests/test_export.py the parity"
 
@@ -22,14 +18,14 @@ def _smoke(config):
     return config.getoption("benchmark_disable")
 
 
-@pytest.fixture(scope="module", params=list(bench_inference.PAIRS))
+@pytest.fixture(scope="module", params=list(inference.PAIRS))
 def prepared(request, tmp_path_factory):
     if _smoke(request.config) and request.param != "ssdlite320":
         pytest.skip(SMOKE)
-    return bench_inference.Prepared(request.param, str(tmp_path_factory.mktemp("onnx")), torch.get_num_threads())
+    return inference.Prepared(request.param, str(tmp_path_factory.mktemp("onnx")), torch.get_num_threads())
 
 
-@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("call", inference.CALLS)
 @pytest.mark.parametrize("batch", [1, 8])
 def test_inference(request, prepared, batch, call):
     if _smoke(request.config) and batch != 1:

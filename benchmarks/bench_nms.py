@@ -8,38 +8,20 @@
   (on the CPU only 1 and 8 x 21: torchvision takes ~0.3 s per image and 21 classes there).
 """
 import pytest
-import torch
 
-from conftest import DEVICES
-from ssd_fast import bench
+from conftest import case_params
 
 
-def params(op):
-    """(case, impl, device) triples of one op, the devices each case runs on."""
-    out = []
-    for case in bench.all_cases():
-        if case.op != op:
-            continue
-        for impl in bench.IMPLS:
-            if impl not in case.impls:
-                continue
-            for dev in DEVICES:
-                if dev.values[0] in case.devices:
-                    out.append(pytest.param(case, impl, dev.values[0], marks=dev.marks,
-                                            id=f"{case.size}-{impl}-{dev.values[0]}"))
-    return out
-
-
-@pytest.mark.parametrize("case,impl,device", params("nms"))
+@pytest.mark.parametrize("case,impl,device", case_params("nms"))
 def test_nms(run_case, case, impl, device):
     run_case(case, impl, device)
 
 
-@pytest.mark.parametrize("case,impl,device", params("batched_nms"))
+@pytest.mark.parametrize("case,impl,device", case_params("batched_nms"))
 def test_batched_nms(run_case, case, impl, device):
     run_case(case, impl, device)
 
 
-@pytest.mark.parametrize("case,impl,device", params("ssd_postprocess"))
+@pytest.mark.parametrize("case,impl,device", case_params("ssd_postprocess"))
 def test_ssd_postprocess(run_case, case, impl, device):
     run_case(case, impl, device)

@@ -4,22 +4,19 @@ hard_negative_mining (32 x 8732) vs torchvision's sort-twice selection vs the re
 multibox_loss (8 x 8732 x 21, the targets given) vs the reference composition."""
 import pytest
 
-from conftest import DEVICES, case_params
+from conftest import case_params
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case,impl", case_params("ssd_targets"))
+@pytest.mark.parametrize("case,impl,device", case_params("ssd_targets"))
 def test_ssd_targets(run_case, case, impl, device):
     run_case(case, impl, device)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case,impl", case_params("hard_negative_mining"))
+@pytest.mark.parametrize("case,impl,device", case_params("hard_negative_mining"))
 def test_hard_negative_mining(run_case, case, impl, device):
     run_case(case, impl, device)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case,impl", case_params("multibox_loss"))
+@pytest.mark.parametrize("case,impl,device", case_params("multibox_loss"))
 def test_multibox_loss(run_case, case, impl, device):
     run_case(case, impl, device)

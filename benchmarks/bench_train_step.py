@@ -27,7 +27,7 @@ from torchvision.models.detection.ssd import SSD as TorchvisionSSD
 from torchvision.ops import box_iou
 
 from conftest import DEVICES
-from ssd_fast.bench import Case, synchronize
+from ssd_fast.bench import Case
 from ssd_fast.models import PRESETS, MultiBoxLoss, ssd300_vgg16
 from ssd_fast.ops import reference as ref
 
@@ -151,7 +151,6 @@ def test_network_forward_backward(benchmark, device):
         with torch.autocast(torch.device(device).type, dtype=torch.float16, enabled=amp):
             loc, conf = model(images)
         torch.autograd.backward([loc, conf], [grads[0].to(loc.dtype), grads[1].to(conf.dtype)])
-        synchronize(device)
 
     benchmark.group = f"network fwd+bwd {device}"
     benchmark.extra_info.update(op="network fwd+bwd", size=f"ssd300 bs{B}" + (" amp fp16" if amp else ""),

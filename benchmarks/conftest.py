@@ -1,5 +1,7 @@
 """pytest-benchmark setup: CPU threads (SSD_FAST_BENCH_THREADS, default 2, as the acceptance
-numbers are stated), devices, and a helper that times one implementation of a case."""
+numbers are stated), devices, the parameters of ssd_fast.bench's op cases, and a helper that
+times one implementation of a case. pytest-benchmark reads ssd_fast.bench.timer.clock, which
+synchronises CUDA (pytest.ini)."""
 import os
 
 import pytest
@@ -19,9 +21,11 @@ def pytest_configure(config):
 
 
 def case_params(op):
-    """(case, impl) pairs of one op, for parametrize."""
-    return [pytest.param(c, impl, id=f"{c.size}-{impl}")
-            for c in bench.all_cases() if c.op == op for impl in bench.IMPLS if impl in c.impls]
+    """(case, impl, device) triples of one op's cases in ssd_fast.bench, for parametrize: each
+    implementation a case has, on each device the case runs on."""
+    return [pytest.param(c, impl, dev.values[0], marks=dev.marks, id=f"{c.size}-{impl}-{dev.values[0]}")
+            for c in bench.all_cases() if c.op == op for impl in bench.IMPLS if impl in c.impls
+            for dev in DEVICES if dev.values[0] in c.devices]
 
 
 @pytest.fixture
@@ -34,11 +38,6 @@ def run_case(benchmark):
         benchmark.extra_info.update(op=case.op, size=case.size, device=device, impl=impl,
                                     threads=torch.get_num_threads())
 
-        def call():
-            out = fn(*inputs)
-            bench.synchronize(device)
-            return out
-
-        call()
-        benchmark(call)
+        fn(*inputs)  # warm-up
+        benchmark(fn, *inputs)
     return run

@@ -36,7 +36,7 @@ def _bench(args):
 
 
 def _bench_inference(args, devices):
-    from . import bench_inference
+    from .bench import inference as bench_inference
 
     if devices != ["cpu"]:
         _error("bench", "--inference runs on the CPU: add --device cpu")

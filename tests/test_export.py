@@ -12,7 +12,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from ssd_fast import ops  # noqa: E402
-from ssd_fast.bench_inference import spread_heads as _spread  # noqa: E402  (heads scaled: scores spread)
+from ssd_fast.bench.inference import spread_heads as _spread  # noqa: E402  (heads scaled: scores spread)
 from ssd_fast.cli import main  # noqa: E402
 from ssd_fast.data import build_dataset  # noqa: E402
 from ssd_fast.engine import TrainConfig, Trainer  # noqa: E402

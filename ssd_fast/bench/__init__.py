@@ -3,16 +3,18 @@
 A case builds its inputs on a device and lists the implementations to compare: ``ssd_fast``
 (the kernels), ``torchvision`` (where it has the op) and ``reference`` (pure PyTorch). Before
 anything is timed, every implementation's output is checked against ssd_fast's.
+
+The package: the op cases and the ``ssd-fast bench`` table here, the end-to-end inference cases
+in :mod:`ssd_fast.bench.inference`, the one timer of both in :mod:`ssd_fast.bench.timer`.
 """
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
 
-from . import ops
-from .ops import reference
+from .. import ops
+from ..ops import reference
+from .timer import median_seconds
 
 IMPLS = ("ssd_fast", "torchvision", "reference")
 
@@ -45,6 +47,8 @@ def clustered_boxes(n, clusters, device="cpu", dtype=torch.float32, generator=No
 
 @dataclass
 class Case:
+    """One benchmark case: ``make(device)`` builds the inputs, ``impls`` maps an implementation
+    (one of :data:`IMPLS`) to a callable of them, ``check(out, ssd_fast_out)`` compares outputs."""
     op: str
     size: str
     make: Callable[[str], tuple]
@@ -96,7 +100,7 @@ def _coder_cases():
 
 def _targets_inputs(device, G, B=32):
     """An SSD300 batch: the 8732 VOC default boxes, G random GTs per image, some padding rows."""
-    from .models import get_prior_spec
+    from ..models import get_prior_spec
 
     g = torch.Generator().manual_seed(G)
     priors = get_prior_spec("voc", 300).generate()
@@ -304,13 +308,9 @@ def _ssd_postprocess_cases():
 
 
 def all_cases() -> List[Case]:
+    """Every op case of ``ssd-fast bench`` and benchmarks/, in the table's order."""
     return (_box_iou_cases() + _coder_cases() + _targets_cases() + _mining_cases()
             + _multibox_loss_cases() + _nms_cases() + _batched_nms_cases() + _ssd_postprocess_cases())
-
-
-def synchronize(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def check_case(case: Case, inputs) -> None:
@@ -322,21 +322,6 @@ def check_case(case: Case, inputs) -> None:
     for name, fn in case.impls.items():
         if name != "ssd_fast":
             case.check(ours, fn(*inputs))
-
-
-def time_fn(fn, inputs, device, min_seconds=0.3, max_runs=1000) -> float:
-    """Median seconds of one call, after a warm-up; synchronises CUDA around each call."""
-    for _ in range(2):
-        fn(*inputs)
-    synchronize(device)
-    times = []
-    start = time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - start < min_seconds and len(times) < max_runs):
-        t0 = time.perf_counter()
-        fn(*inputs)
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run(devices, op_filter: Optional[List[str]] = None, min_seconds=0.3):
@@ -352,11 +337,12 @@ def run(devices, op_filter: Optional[List[str]] = None, min_seconds=0.3):
             row = {"op": case.op, "size": case.size, "device": device}
             for impl in IMPLS:
                 fn = case.impls.get(impl)
-                row[impl] = time_fn(fn, inputs, device, min_seconds) if fn else None
+                row[impl] = median_seconds(fn, *inputs, min_seconds=min_seconds) if fn else None
             yield row
 
 
 def format_row(row) -> str:
+    """One row of :func:`run` as a line of the ``ssd-fast bench`` table under :data:`HEADER`."""
     def ms(t):
         return f"{t * 1e3:10.3f}" if t is not None else f"{'-':>10}"
     base = row["torchvision"] or row["reference"]

@@ -12,23 +12,28 @@ and the detection tail, each part timed on its own:
 
 Weights are random (no download), scaled as in the export tests so that scores are spread:
 many candidates pass the 0.01 score threshold, the heavy case for a tail.
-Used by ``ssd-fast bench --inference`` and benchmarks/bench_inference.py.
+Used by ``ssd-fast bench --inference`` and benchmarks/bench_inference.py; timed by
+:func:`ssd_fast.bench.timer.median_seconds` in the former, by pytest-benchmark on the same clock in
+the latter.
 """
 import os
-import statistics
 import tempfile
-import time
 from typing import Callable, Dict, List
 
 import torch
 
-from . import ops
-from .models import ssd300_vgg16, ssdlite
+from .. import ops
+from ..models import ssd300_vgg16, ssdlite
+from .timer import median_seconds
 
 PAIRS = {  # ssd_fast model, torchvision builder, input size
     "ssd300_vgg16": (lambda: ssd300_vgg16(num_classes=21), "ssd300_vgg16", 300),
     "ssdlite320": (lambda: ssdlite(num_classes=21, image_size=320), "ssdlite320_mobilenet_v3_large", 320),
 }
+
+#: What :meth:`Prepared.calls` times, in its order: each implementation's total, network, tail.
+CALLS = ("eager", "eager_network", "eager_tail", "onnxruntime", "onnxruntime_network", "torchvision",
+         "torchvision_network", "torchvision_tail")
 
 
 def spread_heads(model, images, logit_std=2.0, offset_std=0.5):
@@ -55,16 +60,6 @@ def _scale_heads(model, forward, loc_heads, conf_heads, logit_std=2.0, offset_st
             if last.bias is not None:
                 last.bias.mul_(factor)
     return model
-
-
-def _median_time(fn, min_seconds, min_runs=3) -> float:
-    fn()  # warm-up
-    times, start = [], time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 class _Network(torch.nn.Module):
@@ -129,7 +124,7 @@ class Prepared:
     """One model pair made ready: ssd_fast's model, its two ONNX sessions, torchvision's model."""
 
     def __init__(self, name: str, folder: str, threads: int):
-        from .export import to_onnx
+        from ..export import to_onnx
 
         build, self.tv_name, self.size = PAIRS[name]
         self.name = name
@@ -182,7 +177,8 @@ def run(batches=(1, 8), threads=2, min_seconds=1.0, models=tuple(PAIRS)) -> List
         for name in models:
             pair = Prepared(name, tmp, threads)
             for batch in batches:
-                t = {k: _median_time(fn, min_seconds) for k, fn in pair.calls(batch).items()}
+                calls = pair.calls(batch)
+                t = {k: median_seconds(calls[k], min_seconds=min_seconds, min_runs=3) for k in CALLS}
                 t["onnxruntime_tail"] = max(0.0, t["onnxruntime"] - t["onnxruntime_network"])
                 rows.append({"model": name, "torchvision_model": pair.tv_name, "size": pair.size, "batch": batch,
                              "threads": threads, **{k: v * 1e3 for k, v in t.items()}})
