@@ -1,5 +1,6 @@
 """The ``ssd-fast`` command line."""
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -7,6 +8,8 @@ import sys
 import time
 
 import torch
+
+from . import outputs
 
 
 def _bench(args):
@@ -74,6 +77,10 @@ def _bench_inference(args, devices):
 #: worker + 1 thread (137 vs 111 img/s in float32).
 DEMO = dict(arch="ssd_tiny", image_size=128, train_n=3000, test_n=500, iterations=3100, batch_size=32,
             optimizer="adamw", lr=4e-3, expand_p=0.3, photometric=False, workers=0)
+
+
+#: What a training run writes into its --out folder (the demo adds detections.png).
+RUN_FILES = ("checkpoint.pt", "model.pt", "log.jsonl", "metrics.json")
 
 
 def _error(command, message, status=2):
@@ -192,28 +199,41 @@ def _load(command, path, device, flag="--checkpoint"):
         _error(command, f"{flag} {e}")
 
 
-def _check_output(command, flag, path):
-    """An output file ``path`` that can be written: not a directory, its folder not a file."""
-    if os.path.isdir(path):
-        _error(command, f"{flag} {path!r} is a directory; give a file name")
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        _error(command, f"{flag} {path!r}: {parent!r} is a file, not a folder")
+def _check_output(command, flag, path, inputs=(), folder=False):
+    """An output ``path`` that can be written (:func:`ssd_fast.outputs.check_output`: creatable,
+    a file, or a folder with ``folder=True``, none of ``inputs``), else one line naming ``flag``."""
+    try:
+        outputs.check_output(path, inputs, folder=folder)
+    except outputs.OutputError as e:
+        _error(command, f"{flag} {e}")
 
 
-def _check_out_dir(command, path):
-    if os.path.exists(path) and not os.path.isdir(path):
-        _error(command, f"--out {path!r} is a file; give a folder")
-    _check_output(command, "--out", os.path.join(path, "x"))
+def _check_out_dir(command, path, names=(), inputs=()):
+    """``--out`` a folder that can be written, none of its outputs ``names`` one of ``inputs``."""
+    _check_output(command, "--out", path, inputs, folder=True)
+    for name in names:
+        _check_output(command, "--out", os.path.join(path, name), inputs)
+
+
+def _inputs_of(flag, dataset):
+    """``(label, path)`` of the files and folders ``dataset`` reads, for :func:`_check_output`."""
+    return [(f"{flag}'s {'folder' if os.path.isdir(f) else 'file'}", f) for f in getattr(dataset, "files", ())]
+
+
+@contextlib.contextmanager
+def _held(command, folder):
+    """This run's hold on the ``--out`` folder (:func:`ssd_fast.outputs.run_lock`); one line and
+    exit status 2 if another run holds it."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(outputs.run_lock(folder))
+        except outputs.OutputError as e:
+            _error(command, f"--out {e}")
+        yield
 
 
 def _write_json(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+    outputs.write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def _detections_picture(model, dataset, path, count=8, score_threshold=0.3):
@@ -225,7 +245,8 @@ def _detections_picture(model, dataset, path, count=8, score_threshold=0.3):
     tiles = [draw_detections(dataset[i][0], *dets[i], classes=model.classes, score_threshold=score_threshold,
                              scale=max(1, 256 // max(dataset[i][0].shape[:2])))
              for i in range(len(dets))]
-    grid(tiles).save(path)
+    picture = grid(tiles)
+    outputs.write_atomically(path, lambda f: picture.save(f, format="PNG"))
 
 
 def _demo(args):
@@ -242,7 +263,7 @@ def _demo(args):
         _error("demo", f"--train-n must be at least the batch size {d['batch_size']}, got {args.train_n}")
     if args.seed < 0:
         _error("demo", f"--seed must be >= 0, got {args.seed}")
-    _check_out_dir("demo", args.out)
+    _check_out_dir("demo", args.out, RUN_FILES + ("detections.png",))
     _threads("demo", args, d["workers"])
     iterations = args.iterations or d["iterations"]
     train = _dataset("demo", "--train-n", f"synthetic:seed={args.seed},split=train", n=args.train_n or d["train_n"],
@@ -255,25 +276,25 @@ def _demo(args):
                       expand_p=d["expand_p"], photometric=d["photometric"],
                       warmup_iters=min(100, iterations // 10), milestones=(int(iterations * 0.8),),
                       workers=d["workers"], seed=args.seed, progress=not args.quiet, amp=native_bf16())
-    os.makedirs(args.out, exist_ok=True)
-    print(f"ssd-fast demo: {d['arch']} {d['image_size']}px, {len(train)} synthetic training images, "
-          f"{iterations} iterations of {cfg.batch_size} on {torch.get_num_threads()} thread(s) + "
-          f"{cfg.workers} loader worker(s){', bfloat16 autocast' if cfg.amp else ''} -> {args.out}", flush=True)
-    last = Trainer(model, train, cfg, out_dir=args.out).train()
-    train_s = time.perf_counter() - start
-    model.eval()
-    metrics = evaluate(model, test)
-    metrics.update(train_seconds=train_s, total_seconds=time.perf_counter() - start,
-                   final_loss=last.get("loss"), test_data=repr(test), train_data=repr(train))
-    save_checkpoint(os.path.join(args.out, "model.pt"), model, metrics=metrics)
-    _write_json(os.path.join(args.out, "metrics.json"), metrics)
-    _detections_picture(model, test, os.path.join(args.out, "detections.png"))
-    metrics["total_seconds"] = time.perf_counter() - start
-    _write_json(os.path.join(args.out, "metrics.json"), metrics)
-    print(f"VOC07 mAP@0.5 {metrics['voc07_map50']:.4f}, VOC12 mAP@0.5 {metrics['voc12_map50']:.4f} on "
-          f"{metrics['images']} test images; {metrics['total_seconds']:.0f} s in all. Wrote "
-          f"{args.out}/model.pt, metrics.json, detections.png")
-    return metrics
+    with _held("demo", args.out):
+        print(f"ssd-fast demo: {d['arch']} {d['image_size']}px, {len(train)} synthetic training images, "
+              f"{iterations} iterations of {cfg.batch_size} on {torch.get_num_threads()} thread(s) + "
+              f"{cfg.workers} loader worker(s){', bfloat16 autocast' if cfg.amp else ''} -> {args.out}", flush=True)
+        last = Trainer(model, train, cfg, out_dir=args.out).train()
+        train_s = time.perf_counter() - start
+        model.eval()
+        metrics = evaluate(model, test)
+        metrics.update(train_seconds=train_s, total_seconds=time.perf_counter() - start,
+                       final_loss=last.get("loss"), test_data=repr(test), train_data=repr(train))
+        save_checkpoint(os.path.join(args.out, "model.pt"), model, metrics=metrics)
+        _write_json(os.path.join(args.out, "metrics.json"), metrics)
+        _detections_picture(model, test, os.path.join(args.out, "detections.png"))
+        metrics["total_seconds"] = time.perf_counter() - start
+        _write_json(os.path.join(args.out, "metrics.json"), metrics)
+        print(f"VOC07 mAP@0.5 {metrics['voc07_map50']:.4f}, VOC12 mAP@0.5 {metrics['voc12_map50']:.4f} on "
+              f"{metrics['images']} test images; {metrics['total_seconds']:.0f} s in all. Wrote "
+              f"{args.out}/model.pt, metrics.json, detections.png")
+        return metrics
 
 
 def _train(args):
@@ -321,23 +342,26 @@ def _train(args):
         kw = {"image_size": args.image_size or 160} if arch in ("ssdlite", "ssd_tiny") else {}
         torch.manual_seed(args.seed)
         model = build_model(arch, num_classes=len(classes), classes=classes, **kw)
+    inputs = _inputs_of("--data", dataset) + (_inputs_of("--eval-data", eval_data) if eval_data else [])
+    _check_out_dir("train", args.out, RUN_FILES, inputs)
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, optimizer=args.optimizer,
                       lr=args.lr, warmup_iters=args.warmup, milestones=args.milestones, seed=args.seed,
                       workers=args.workers, checkpoint_every=args.checkpoint_every,
                       schedule=args.schedule, amp={"auto": None, "on": True, "off": False}[args.amp],
                       progress=not args.quiet)
-    try:
-        Trainer(model, dataset, cfg, out_dir=args.out, device=device).train(resume=args.resume)
-    except NonFiniteTraining as e:  # no model.pt: the last checkpoint is the last good state
-        _error("train", str(e), status=1)
-    if is_main():
-        save_checkpoint(os.path.join(args.out, "model.pt"), model)
-        print(f"wrote {args.out}/model.pt and {args.out}/checkpoint.pt")
-    if eval_data is not None:
-        metrics = evaluate(model.eval(), eval_data, device=device)
+    with _held("train", args.out) if is_main() else contextlib.nullcontext():
+        try:
+            Trainer(model, dataset, cfg, out_dir=args.out, device=device).train(resume=args.resume)
+        except NonFiniteTraining as e:  # no model.pt: the last checkpoint is the last good state
+            _error("train", str(e), status=1)
         if is_main():
-            _write_json(os.path.join(args.out, "metrics.json"), metrics)
-            print(f"VOC07 mAP@0.5 {metrics['voc07_map50']:.4f} on {args.eval_data}")
+            save_checkpoint(os.path.join(args.out, "model.pt"), model)
+            print(f"wrote {args.out}/model.pt and {args.out}/checkpoint.pt")
+        if eval_data is not None:
+            metrics = evaluate(model.eval(), eval_data, device=device)
+            if is_main():
+                _write_json(os.path.join(args.out, "metrics.json"), metrics)
+                print(f"VOC07 mAP@0.5 {metrics['voc07_map50']:.4f} on {args.eval_data}")
 
 
 def _eval(args):
@@ -345,14 +369,15 @@ def _eval(args):
 
     if args.batch_size <= 0:
         _error("eval", f"--batch-size must be > 0, got {args.batch_size}")
-    if args.json:
-        _check_output("eval", "--json", args.json)
     device = init_from_env(_device("eval", args.device))
     _threads("eval", args)
     model = _load("eval", args.checkpoint, device)
     dataset = _dataset("eval", "--data", args.data)
     if len(dataset) == 0:
         _error("eval", f"--data {args.data!r} has no images")
+    if args.json:
+        inputs = [("the checkpoint", args.checkpoint)] + _inputs_of("--data", dataset)
+        _check_output("eval", "--json", args.json, inputs)
     if len(dataset.classes) != model.num_classes:
         _error("eval", f"--checkpoint {args.checkpoint!r} has num_classes={model.num_classes}, "
                        f"--data {args.data!r} has {len(dataset.classes)} (background included)")
@@ -366,11 +391,12 @@ def _eval(args):
     return metrics
 
 
-def _detect_outputs(images, out):
+def _detect_outputs(images, out, checkpoint):
     """The output file of each input, checked before anything is read or written: ``--out`` is
     a file for one image, a folder for several (or when it is one, or ends with a slash);
     without it each picture goes next to its image as ``NAME_detections.png``. No output may
-    be an input (a symlink or hard link to one included), nor two outputs the same file."""
+    be an input (an image or the checkpoint; a symlink or hard link to one included), nor two
+    outputs the same file, and each must be one that can be written."""
     from PIL import Image
 
     for path in images:
@@ -383,37 +409,31 @@ def _detect_outputs(images, out):
         folder = out
         if os.path.exists(folder) and not os.path.isdir(folder):
             _error("detect", f"--out {out!r} is a file; {len(images)} images need a folder")
-    outputs = []
+    pictures = []
     for path in images:
         if out and folder is None:
-            outputs.append(out)
+            pictures.append(out)
         else:
             name = os.path.splitext(os.path.basename(path))[0] + "_detections.png"
-            outputs.append(os.path.join(folder if folder is not None else os.path.dirname(path), name))
+            pictures.append(os.path.join(folder if folder is not None else os.path.dirname(path), name))
     if out and folder is None:
         ext = os.path.splitext(out)[1].lower()
         if Image.registered_extensions().get(ext) not in Image.SAVE:
             _error("detect", f"--out {out!r}: cannot write a {ext or 'extensionless'} picture; "
                              f"give a .png or .jpg name, or a folder ending with /")
-        _check_output("detect", "--out", out)
     elif folder is not None:
         _check_out_dir("detect", folder)
-
-    def same(a, b):
-        if os.path.realpath(a) == os.path.realpath(b):
-            return True
-        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
-
-    for i, target in enumerate(outputs):
-        for path in images:
-            if same(target, path):
-                _error("detect", f"the picture of {images[i]!r} would overwrite the input image {path!r} "
-                                 f"(as {target!r}); choose another --out")
-        for j in range(i):
-            if same(target, outputs[j]):
-                _error("detect", f"the pictures of {images[j]!r} and {images[i]!r} would both be written "
-                                 f"to {target!r}; give --out a folder per input or rename one")
-    return outputs
+    for i, target in enumerate(pictures):
+        image = outputs.input_at(target, [(path, path) for path in images])
+        if image is not None:
+            _error("detect", f"the picture of {images[i]!r} would overwrite the input image {image[1]!r} "
+                             f"(as {target!r}); choose another --out")
+        earlier = outputs.input_at(target, [(images[j], pictures[j]) for j in range(i)])
+        if earlier is not None:
+            _error("detect", f"the pictures of {earlier[0]!r} and {images[i]!r} would both be written "
+                             f"to {target!r}; give --out a folder per input or rename one")
+        _check_output("detect", "--out" if out else "picture", target, [("the checkpoint", checkpoint)])
+    return pictures
 
 
 def _detect(args):
@@ -423,11 +443,10 @@ def _detect(args):
     from .data import TestTransform
     from .data.images import read_image
     from .engine.visualize import draw_detections
-    from .models.checkpoint import write_atomically
 
     if not (math.isfinite(args.score) and 0 <= args.score <= 1):
         _error("detect", f"--score must be a number in [0, 1], got {args.score}")
-    outputs = _detect_outputs(args.images, args.out)
+    pictures = _detect_outputs(args.images, args.out, args.checkpoint)
     for path in args.images:  # the headers now: an unreadable image stops the run before any output
         try:
             Image.open(path).close()
@@ -435,7 +454,7 @@ def _detect(args):
             _error("detect", f"image {path!r} cannot be read as an image ({type(e).__name__}: {e})")
     _threads("detect", args)
     model = _load("detect", args.checkpoint, _device("detect", args.device))
-    for path, out in zip(args.images, outputs):
+    for path, out in zip(args.images, pictures):
         try:
             image = read_image(path)
         except ValueError as e:
@@ -448,10 +467,8 @@ def _detect(args):
         boxes = boxes[0, :n].cpu() * torch.tensor([w / W, h / H, w / W, h / H])
         picture = draw_detections(image, boxes.numpy(), scores[0, :n].cpu().numpy(), labels[0, :n].cpu().numpy(),
                                   model.classes, args.score)
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        # written whole or not at all: a temporary file in the same folder, renamed over ``out``
         fmt = Image.registered_extensions()[os.path.splitext(out)[1].lower()]
-        write_atomically(out, lambda f: picture.save(f, format=fmt))
+        outputs.write_atomically(out, lambda f: picture.save(f, format=fmt))
         kept = int((scores[0, :n] >= args.score).sum())
         print(f"{path}: {kept} detection(s) with score >= {args.score} -> {out}")
         if args.list:
@@ -477,12 +494,10 @@ def _export(args):
         _error("export", f"--topk must be >= 1 (or -1: every prior), got {args.topk}")
     if args.max_det is not None and args.max_det < 1:
         _error("export", f"--max-det must be >= 1, got {args.max_det}")
-    _check_output("export", "--out", args.out)
+    _checkpoint_file("export", "--checkpoint", args.checkpoint)
+    _check_output("export", "--out", args.out, [("the checkpoint", args.checkpoint)])
     if not args.out.lower().endswith(".onnx"):
         _error("export", f"--out {args.out!r}: give a file name ending in .onnx")
-    _checkpoint_file("export", "--checkpoint", args.checkpoint)
-    if os.path.exists(args.out) and os.path.samefile(args.out, args.checkpoint):
-        _error("export", f"--out {args.out!r} is the checkpoint itself; give another file name")
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -490,7 +505,8 @@ def _export(args):
         _error("export", f"needs onnx and onnxscript ({e}): pip install 'ssd_fast[onnx]'")
     _threads("export", args)
     model = _load("export", args.checkpoint, "cpu")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with outputs.writing(args.out):
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     to_onnx(model, args.out, batch=batch, opset=args.opset, score_threshold=args.score,
             iou_threshold=args.iou, topk_per_class=args.topk, max_detections=args.max_det)
     H, W = model.image_size
@@ -602,12 +618,18 @@ def build_parser():
 
 def main(argv=None):
     """Run ``ssd-fast`` with ``argv``. A user's mistake (a missing or unreadable file, a bad
-    value) prints one line naming the argument and exits with status 2; a bug keeps its
+    value, an output that is an input or cannot be written, an ``--out`` folder another run
+    is writing) prints one line naming the argument and exits with status 2, before any work;
+    a write the destination refuses during the work (the disk filled up) prints one line
+    naming the file and exits with status 1, the file that was there intact. A bug keeps its
     traceback."""
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # named by the subcommand, as its other errors
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except outputs.OutputError as e:  # the destination refused a write the checks could not foresee
+        _error(args.command, str(e), status=1)
 
 
 def console() -> None:

@@ -44,8 +44,8 @@ from torch import Tensor, nn
 
 from . import ops
 from .data.transforms import MEAN, STD
-from .models.checkpoint import write_atomically
 from .models.ssd import SSD
+from .outputs import write_atomically
 
 OPSETS = range(18, 24)  # the dynamo exporter's floor; onnxruntime 1.32 runs up to 23
 DEFAULT_OPSET = 18

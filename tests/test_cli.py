@@ -1,7 +1,10 @@
 """Each ``ssd-fast`` subcommand on tiny settings; bad input names what is wrong."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -135,3 +138,32 @@ def test_a_run_stopped_by_non_finite_steps_writes_no_model(tmp_path, capsys, mon
     assert capsys.readouterr().err == ("ssd-fast train: training stopped at iteration 7: its last 50 "
                                        "steps were all skipped\n")
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_second_training_into_one_out_folder_is_refused(tmp_path, capsys):
+    """Both ran, interleaving log.jsonl, the last writer's checkpoint winning. The first one,
+    killed, leaves nothing that stops the next."""
+    out = tmp_path / "run"
+    argv = ["train", "--data", "synthetic:n=16,size=64", "--image-size", "64", "--batch-size", "4",
+            "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), OMP_NUM_THREADS="1")
+    log = open(tmp_path / "first.err", "w")
+    first = subprocess.Popen([sys.executable, "-m", "ssd_fast.cli", *argv, "--iterations", "100000"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        lock = out / ".ssd_fast.lock"
+        deadline = time.monotonic() + 300
+        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):  # the first holds --out
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.err").read_text()
+            time.sleep(0.2)
+        with pytest.raises(SystemExit) as e:
+            main(argv + ["--iterations", "2"])
+        assert e.value.code == 2
+        assert capsys.readouterr().err == (f"ssd-fast train: --out {str(out)!r} is being written by another run "
+                                           f"(pid {first.pid}); wait for it to end or give another folder\n")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        log.close()
+    main(argv + ["--iterations", "2"])
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == 2

@@ -1,6 +1,8 @@
 """The CLI's bad-input table: each row a user's mistake and the one line it must print (exit
-status 2, no traceback, nothing written); then the detect outputs that must never overwrite a
-user's file, the thread count, and a bug that keeps its traceback."""
+status 2, no traceback, nothing written), outputs that are inputs and destinations that are
+read-only or full among them; then the detect outputs that must never overwrite a user's file,
+a disk that fills up during the work (one line, exit status 1, the old file whole), the thread
+count, and a bug that keeps its traceback."""
 import json
 import os
 import subprocess
@@ -13,13 +15,25 @@ from PIL import Image
 
 from ssd_fast.cli import main
 
+from destinations import Destination
+
 CUDA = torch.cuda.is_available()
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """A trained checkpoint and an assortment of wrong files, built once."""
+def destinations(tmp_path_factory):
+    """The folder of ``files``, with ``ro`` and ``full`` in it: a file system to be made
+    read-only and one to be made full (by ``sealed``)."""
     d = tmp_path_factory.mktemp("cli_bad")
+    with Destination(d / "ro", "read-only") as ro, Destination(d / "full", "full") as full:
+        yield d, ro, full
+
+
+@pytest.fixture(scope="module")
+def files(destinations):
+    """A trained checkpoint and an assortment of wrong files, built once; ``ro`` and ``full``
+    each hold an image and a JSON file."""
+    d, ro, full = destinations
     main(["train", "--data", "synthetic:n=16,size=64", "--image-size", "64", "--iterations", "2",
           "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(d / "run")])
     (d / "folder").mkdir()
@@ -46,7 +60,28 @@ def files(tmp_path_factory):
         "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20]}],
         "categories": [{"id": 1, "name": "x"}]}))
     (d / "plain.txt").write_text("a file where a folder belongs")
+    (d / "two_images.json").write_text(json.dumps({
+        "images": [{"id": i, "file_name": "img.png", "width": 50, "height": 40} for i in (1, 2)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 20, 20]} for i in (1, 2)],
+        "categories": [{"id": 1, "name": "x"}]}))
+    for name in ("model_link.json", "ckpt_link.png", "ckpt_link.onnx"):
+        (d / name).symlink_to(d / "run" / "model.pt")
+    os.link(d / "run" / "model.pt", d / "model_hard.json")
+    for dest in (ro, full):
+        (dest / "img.png").write_bytes(png)
+        (dest / "m.json").write_text("{}\n")
     return d
+
+
+@pytest.fixture
+def sealed(files, destinations):
+    """The ``ro`` and ``full`` destinations read-only and full for the test (the injected kind
+    only while it runs: it patches this process's os functions)."""
+    for dest in destinations[1:]:
+        dest.seal()
+    yield
+    for dest in destinations[1:]:
+        dest.unseal()
 
 
 CKPT = "{d}/run/model.pt"
@@ -56,6 +91,9 @@ TRAIN = ["train", "--data", "synthetic:n=16,size=64", "--batch-size", "4", "--it
          "--workers", "0", "--quiet", "--out", "{d}/new_run"]
 EVAL = ["eval", "--checkpoint", CKPT]
 DETECT = ["detect", "--checkpoint", CKPT]
+
+EXPORT = ["export", "--checkpoint", CKPT, "--out"]
+RO, FULL = "cannot be written: read-only file system", "cannot be written: no space left on the device"
 
 #: (row id, argv ({d}: the files fixture's folder), the message after "ssd-fast COMMAND: ")
 ROWS = [
@@ -209,6 +247,44 @@ ROWS = [
     ("demo-test-n-negative", ["demo", "--out", "{d}/new_run", "--test-n", "-1"], r"--test-n must be >= 0"),
     ("demo-seed-negative", ["demo", "--out", "{d}/new_run", "--seed", "-1"], r"--seed must be >= 0, got -1"),
     ("demo-out-a-file", ["demo", "--out", "{d}/plain.txt"], r"--out '.*/plain.txt' is a file; give a folder"),
+    # outputs that are inputs: the same file, through a symbolic or a hard link too
+    ("eval-json-is-the-checkpoint", EVAL + ["--data", DATA, "--json", CKPT],
+     r"--json '.*/run/model.pt' is the checkpoint itself \('.*/run/model.pt'\); give another file name"),
+    ("eval-json-a-link-to-the-checkpoint", EVAL + ["--data", DATA, "--json", "{d}/model_link.json"],
+     r"--json '.*/model_link.json' is the checkpoint itself \('.*/run/model.pt'\)"),
+    ("eval-json-a-hard-link-to-the-checkpoint", EVAL + ["--data", DATA, "--json", "{d}/model_hard.json"],
+     r"--json '.*/model_hard.json' is the checkpoint itself \('.*/run/model.pt'\)"),
+    ("eval-json-is-the-annotation-file", EVAL + ["--data", "coco:{d},{d}/two_classes.json", "--json",
+                                                 "{d}/two_classes.json"],
+     r"--json '.*/two_classes.json' is --data's file itself \('.*/two_classes.json'\); give another file name"),
+    ("eval-json-into-the-images-folder", EVAL + ["--data", "coco:{d},{d}/two_classes.json", "--json", "{d}/m.json"],
+     r"--json '.*/m.json' lies inside --data's folder \('.*'\)"),
+    ("detect-out-a-link-to-the-checkpoint", DETECT + ["{d}/img.png", "--out", "{d}/ckpt_link.png"],
+     r"--out '.*/ckpt_link.png' is the checkpoint itself \('.*/run/model.pt'\)"),
+    ("export-out-a-link-to-the-checkpoint", EXPORT + ["{d}/ckpt_link.onnx"],
+     r"--out '.*/ckpt_link.onnx' is the checkpoint itself \('.*/run/model.pt'\)"),
+    ("train-out-into-the-images-folder", ["train", "--data", "coco:{d},{d}/two_images.json", "--image-size", "64",
+                                          "--batch-size", "2", "--out", "{d}/new_run"],
+     r"--out '.*/new_run' lies inside --data's folder \('.*'\); give another folder"),
+    # read-only and full destinations, refused before the work
+    ("eval-json-read-only", EVAL + ["--data", DATA, "--json", "{d}/ro/m.json"], rf"--json '.*/ro/m.json' {RO}"),
+    ("eval-json-read-only-new-folder", EVAL + ["--data", DATA, "--json", "{d}/ro/new/m.json"],
+     rf"--json '.*/ro/new/m.json' {RO}"),
+    ("eval-json-full", EVAL + ["--data", DATA, "--json", "{d}/full/m.json"], rf"--json '.*/full/m.json' {FULL}"),
+    ("detect-out-read-only", DETECT + ["{d}/img.png", "--out", "{d}/ro/p.png"], rf"--out '.*/ro/p.png' {RO}"),
+    ("detect-out-folder-read-only", DETECT + ["{d}/img.png", "--out", "{d}/ro/pictures/"],
+     rf"--out '.*/ro/pictures/' {RO}"),
+    ("detect-next-to-an-image-on-a-read-only-fs", DETECT + ["{d}/ro/img.png"],
+     rf"picture '.*/ro/img_detections.png' {RO}"),
+    ("detect-out-full", DETECT + ["{d}/img.png", "--out", "{d}/full/p.png"], rf"--out '.*/full/p.png' {FULL}"),
+    ("detect-next-to-an-image-on-a-full-fs", DETECT + ["{d}/full/img.png"],
+     rf"picture '.*/full/img_detections.png' {FULL}"),
+    ("export-out-read-only", EXPORT + ["{d}/ro/m.onnx"], rf"--out '.*/ro/m.onnx' {RO}"),
+    ("export-out-full", EXPORT + ["{d}/full/m.onnx"], rf"--out '.*/full/m.onnx' {FULL}"),
+    ("train-out-read-only", TRAIN[:-1] + ["{d}/ro/run"], rf"--out '.*/ro/run' {RO}"),
+    ("train-out-full", TRAIN[:-1] + ["{d}/full/run"], rf"--out '.*/full/run' {FULL}"),
+    ("demo-out-read-only", ["demo", "--out", "{d}/ro/demo"], rf"--out '.*/ro/demo' {RO}"),
+    ("demo-out-full", ["demo", "--out", "{d}/full/demo"], rf"--out '.*/full/demo' {FULL}"),
 ]
 
 
@@ -220,7 +296,7 @@ def _snapshot(d):
 @pytest.mark.parametrize("argv, message", [
     pytest.param(*r.values[1:], id=r.values[0], marks=r.marks) if hasattr(r, "marks") else pytest.param(*r[1:], id=r[0])
     for r in ROWS])
-def test_a_users_mistake_is_one_line(files, capsys, argv, message):
+def test_a_users_mistake_is_one_line(files, sealed, capsys, argv, message):
     """One line ``ssd-fast COMMAND: ...`` naming the argument, exit status 2, nothing written."""
     import re
     before = _snapshot(files)
@@ -323,6 +399,70 @@ def test_detect_writes_next_to_the_image_and_keeps_the_mode(files, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["pic.png", "pic_detections.png"]  # no temporary left
     assert os.stat(tmp_path / "pic_detections.png").st_mode & 0o777 == 0o644
     assert img.read_bytes() == (files / "img.png").read_bytes()
+
+
+# -- a disk that fills up during the work: one line, exit status 1, the old file whole ----------
+
+def _refused_midway(capsys, dest, argv, path, before):
+    """``argv`` fails on ``dest`` with one line naming ``path``, exit status 1; ``path`` holds
+    ``before`` (None: it does not exist) and no temporary is left."""
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    dest.unseal()
+    err = capsys.readouterr().err
+    assert e.value.code == 1, err
+    assert err == f"ssd-fast {argv[0]}: no space left on the device writing {str(path)!r}\n"
+    if before is None:
+        assert not os.path.exists(path)
+    else:
+        assert open(path, "rb").read() == before
+    assert not [f for _, _, fs in os.walk(dest.folder) for f in fs if f.endswith(".tmp")]
+
+
+def test_eval_when_the_disk_fills_up_during_the_evaluation(files, tmp_path, capsys, monkeypatch):
+    import ssd_fast.engine
+    with Destination(tmp_path / "dest", "full") as dest:
+        evaluate = ssd_fast.engine.evaluate
+
+        def evaluate_then_fill(*args, **kwargs):
+            metrics = evaluate(*args, **kwargs)
+            dest.seal()
+            return metrics
+        monkeypatch.setattr(ssd_fast.engine, "evaluate", evaluate_then_fill)
+        _refused_midway(capsys, dest, EVAL[:2] + [files / "run" / "model.pt", "--data", DATA,
+                                                 "--json", dest / "m.json"], dest / "m.json", None)
+
+
+def test_detect_a_picture_larger_than_the_room_left(files, tmp_path, capsys):
+    image = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), np.uint8)).save(image)
+    with Destination(tmp_path / "dest", "full", room=8192) as dest:
+        (dest / "p.png").write_bytes(b"the old picture")
+        dest.seal()
+        _refused_midway(capsys, dest, DETECT[:2] + [files / "run" / "model.pt", image, "--out", dest / "p.png"],
+                        dest / "p.png", b"the old picture")
+
+
+def test_export_larger_than_the_room_left(files, tmp_path, capsys):
+    pytest.importorskip("onnxscript")
+    with Destination(tmp_path / "dest", "full", room=1 << 20) as dest:
+        dest.seal()
+        _refused_midway(capsys, dest, ["export", "--checkpoint", files / "run" / "model.pt", "--out", dest / "m.onnx"],
+                        dest / "m.onnx", None)
+
+
+def test_train_resume_on_a_disk_without_room_for_the_checkpoint(files, tmp_path, capsys):
+    """torch.save's '[enforce fail at inline_container.cc:672] unexpected pos' before."""
+    with Destination(tmp_path / "dest", "full", room=1 << 20, size="32m") as dest:
+        run = dest / "run"
+        run.mkdir()
+        checkpoint = (files / "run" / "checkpoint.pt").read_bytes()
+        (run / "checkpoint.pt").write_bytes(checkpoint)
+        dest.seal()
+        _refused_midway(capsys, dest, TRAIN[:-1] + [run, "--iterations", "3", "--image-size", "64",
+                                                   "--resume", run / "checkpoint.pt"],
+                        run / "checkpoint.pt", checkpoint)
+        assert not (run / "model.pt").exists()
 
 
 # -- images of any mode: the same detections as their 8-bit RGB copy -------------------------------

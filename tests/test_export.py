@@ -237,8 +237,8 @@ def test_cli_export_equals_detect(checkpoint, capsys):
 
 
 def _umask():
-    from ssd_fast.models.checkpoint import _umask
-    return _umask()
+    from ssd_fast.outputs import umask
+    return umask()
 
 
 BAD = [

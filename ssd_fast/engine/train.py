@@ -7,6 +7,7 @@ Exact resume: the batches of iteration ``i`` depend only on ``(seed, i)``
 checkpoint holds the model, optimizer, scheduler, grad scaler, torch RNG states and the
 iteration, so ``resume`` continues as if never stopped (bitwise on CPU, same thread count).
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -20,7 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data import Augmented, IterationBatchSampler, TrainTransform, collate, normalize_image
 from ..models import MultiBoxLoss, save_checkpoint
-from ..models.checkpoint import load_checkpoint, remove_stale_temporaries
+from ..models.checkpoint import load_checkpoint
+from ..outputs import LineLog, remove_stale_temporaries, run_lock
 from .distributed import world
 
 
@@ -131,7 +133,9 @@ class Trainer:
     ``out_dir`` receives ``checkpoint.pt`` (every ``checkpoint_every`` iterations, unless the last
     step was skipped or a weight is not finite, and at the end; written atomically), ``model.pt`` (the final weights only) and ``log.jsonl`` (one JSON
     object per ``log_every`` iterations: iteration, loss, loc_loss, conf_loss, lr, img_per_s,
-    skipped_steps). Only rank 0 writes.
+    skipped_steps). Only rank 0 writes, holding ``out_dir`` (:func:`ssd_fast.outputs.run_lock`)
+    for the whole run: a second run into it is refused with ``OutputError``, as is a write the
+    disk refuses (full, read-only).
     """
 
     def __init__(self, model, dataset, cfg: TrainConfig, out_dir: Optional[str] = None, device="cpu"):
@@ -253,10 +257,15 @@ class Trainer:
     def train(self, resume: Optional[str] = None, stop_at: Optional[int] = None) -> Dict:
         """Train up to ``cfg.iterations`` (or ``stop_at``, to simulate an interruption).
         Returns the last logged record."""
+        main = self.rank == 0
+        with run_lock(self.out_dir) if main and self.out_dir else contextlib.nullcontext():
+            if main and self.out_dir:  # what a run killed while writing left behind
+                for name in ("checkpoint.pt", "model.pt"):
+                    remove_stale_temporaries(os.path.join(self.out_dir, name))
+            return self._train(resume, stop_at)
+
+    def _train(self, resume, stop_at) -> Dict:
         cfg = self.cfg
-        if self.out_dir and self.rank == 0:  # what a run killed while writing left behind
-            for name in ("checkpoint.pt", "model.pt"):
-                remove_stale_temporaries(os.path.join(self.out_dir, name))
         if resume:
             self.load(resume)
         end = min(cfg.iterations, stop_at) if stop_at is not None else cfg.iterations
@@ -266,9 +275,7 @@ class Trainer:
                                              num_workers=cfg.workers, persistent_workers=False,
                                              pin_memory=self.device.type == "cuda")
         main = self.rank == 0
-        if main and self.out_dir:
-            os.makedirs(self.out_dir, exist_ok=True)
-        log = open(os.path.join(self.out_dir, "log.jsonl"), "a") if main and self.out_dir else None
+        log = LineLog(os.path.join(self.out_dir, "log.jsonl")) if main and self.out_dir else None
         bar = None
         if main and cfg.progress:
             from tqdm import tqdm
@@ -304,7 +311,6 @@ class Trainer:
                         record[k] = sum(w[k] for w in window) / len(window) if window else float("nan")
                     if log:
                         log.write(json.dumps(record) + "\n")
-                        log.flush()
                     if bar is not None:
                         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2g}",
                                         img_s=f"{record['img_per_s']:.0f}")

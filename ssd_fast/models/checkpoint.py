@@ -11,12 +11,11 @@ It holds only tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``.
 """
 import os
-import re
-import tempfile
 from typing import Any, Callable, Dict
 
 import torch
 
+from ..outputs import write_atomically
 from .priors import PriorSpec
 from .ssd import SSD
 from .ssdlite import ssd_tiny, ssdlite
@@ -48,52 +47,13 @@ def model_from_config(config: Dict[str, Any]) -> SSD:
     return model
 
 
-def _umask() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return mask
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def remove_stale_temporaries(path) -> None:
-    """Remove the temporary files of earlier writes of ``path`` whose writer is gone (a process
-    killed in the middle of a write): their names hold the writer's pid. A live writer's file,
-    and any other file, are left alone. ``save_checkpoint`` calls it, and a training run at its
-    start."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    if not os.path.isdir(directory):
-        return
-    pattern = re.compile(rf"\.{re.escape(base)}\.(\d+)\.\w+\.tmp")
-    for name in os.listdir(directory):
-        m = pattern.fullmatch(name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            try:
-                os.unlink(os.path.join(directory, name))
-            except FileNotFoundError:
-                pass
-
-
 def save_checkpoint(path, model: SSD, **extra) -> None:
     """Write ``model`` (config + weights) and ``extra`` to ``path`` atomically: into a temporary
     file in the same directory, flushed to disk, then renamed over ``path``, so an existing
-    file is either kept whole or replaced whole, never left half-written. The file gets the
-    mode of any other output (0666 less the umask). A temporary file left by a writer that was
-    killed is removed by the next write."""
+    file is either kept whole or replaced whole, never left half-written
+    (:func:`ssd_fast.outputs.write_atomically`: the mode of any other output, temporaries of
+    killed writers removed). :class:`ssd_fast.outputs.OutputError` if the destination refuses
+    it (full, read-only)."""
     if not isinstance(model, SSD):
         raise TypeError(f"save_checkpoint: model must be an ssd_fast.models.SSD, got {type(model).__name__}")
     clash = sorted(set(extra) & set(_RESERVED))
@@ -102,28 +62,6 @@ def save_checkpoint(path, model: SSD, **extra) -> None:
     payload = {"format": FORMAT, "version": VERSION, "config": model.config,
                "state_dict": model.state_dict(), **extra}
     write_atomically(path, lambda f: torch.save(payload, f))
-
-
-def write_atomically(path, write: Callable) -> None:
-    """``write(file)`` into a temporary file next to ``path`` (named with this process's pid),
-    flushed to disk, then renamed over ``path``: an existing file is kept whole or replaced
-    whole, never left half-written. The file gets the mode of any other output (0666 less the
-    umask); temporaries of earlier writers that were killed are removed first."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:

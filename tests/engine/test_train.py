@@ -201,3 +201,25 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert (tmp_path / "model.pt").exists() and (tmp_path / "checkpoint.pt").exists()
     log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     assert log[-1]["iteration"] == 3
+
+
+def test_a_second_run_into_a_folder_is_refused_while_the_first_lives(tmp_path):
+    """Two runs into one folder interleaved log.jsonl, the last checkpoint winning; a killed run
+    leaves no lock behind."""
+    from ssd_fast.outputs import OutputError
+
+    from destinations import hold, kill
+
+    data = build_dataset("synthetic:n=8,size=64")
+    out = tmp_path / "run"
+    child = hold(out)
+    try:
+        trainer = Trainer(_model(), data, _cfg(iterations=2), out_dir=str(out))
+        with pytest.raises(OutputError, match=rf"^{str(out)!r} is being written by another run \(pid {child.pid}\)"):
+            trainer.train()
+        assert sorted(os.listdir(out)) == [".ssd_fast.lock"]
+    finally:
+        kill(child)
+    trainer.train()
+    assert trainer.iteration == 2 and (out / "checkpoint.pt").exists()
+

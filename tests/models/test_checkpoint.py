@@ -7,6 +7,8 @@ import torch
 from ssd_fast.models import (PRESETS, PriorSpec, build_model, load_checkpoint, load_model, model_from_config,
                              save_checkpoint, ssd512_vgg16, ssdlite)
 
+from destinations import Destination
+
 CLASSES = ["background", "circle", "square", "triangle"]
 
 
@@ -144,3 +146,18 @@ def test_temporary_of_a_killed_write_is_removed(tmp_path, model):
     assert not os.path.exists(stale)
     assert live.exists() and other.exists()
     assert load_checkpoint(path)["epoch"] == 2
+
+
+def test_a_save_the_disk_has_no_room_for_keeps_the_old_checkpoint(tmp_path, model):
+    """torch.save said '[enforce fail at inline_container.cc:672] unexpected pos ...'."""
+    from ssd_fast.outputs import OutputError
+
+    with Destination(tmp_path / "dest", "full", room=64 * 1024) as dest:
+        path = dest / "model.pt"
+        save_checkpoint(path, model, epoch=1)
+        before = path.read_bytes()
+        dest.seal()
+        with pytest.raises(OutputError, match=rf"^no space left on the device writing {str(path)!r}$"):
+            save_checkpoint(path, model, epoch=2)
+        dest.unseal()
+        assert path.read_bytes() == before and dest.listing() == ["model.pt"]
