@@ -299,7 +299,7 @@ def _demo(args):
 
 def _train(args):
     from .engine import NonFiniteTraining, TrainConfig, Trainer, evaluate, init_from_env, is_main
-    from .engine.train import missing_training_state
+    from .engine.train import batch_size_problem, missing_training_state
     from .models import build_model, load_checkpoint, model_from_config, save_checkpoint
 
     _check_train_args(args)
@@ -342,6 +342,9 @@ def _train(args):
         kw = {"image_size": args.image_size or 160} if arch in ("ssdlite", "ssd_tiny") else {}
         torch.manual_seed(args.seed)
         model = build_model(arch, num_classes=len(classes), classes=classes, **kw)
+    problem = batch_size_problem(model, args.batch_size)
+    if problem is not None:
+        _error("train", f"--batch-size {args.batch_size}: {problem}")
     inputs = _inputs_of("--data", dataset) + (_inputs_of("--eval-data", eval_data) if eval_data else [])
     _check_out_dir("train", args.out, RUN_FILES, inputs)
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, optimizer=args.optimizer,

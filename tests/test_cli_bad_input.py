@@ -285,6 +285,10 @@ ROWS = [
     ("train-out-full", TRAIN[:-1] + ["{d}/full/run"], rf"--out '.*/full/run' {FULL}"),
     ("demo-out-read-only", ["demo", "--out", "{d}/ro/demo"], rf"--out '.*/ro/demo' {RO}"),
     ("demo-out-full", ["demo", "--out", "{d}/full/demo"], rf"--out '.*/full/demo' {FULL}"),
+    # a model that cannot train at the batch size
+    ("train-batch-size-1", TRAIN + ["--batch-size", "1", "--image-size", "64"],
+     r"--batch-size 1: BatchNorm layer 'backbone.stages.4.0.1' of ssd_tiny sees a 1x1 map, one value per "
+     r"channel at batch 1, which it cannot normalize in training; use a batch size of 2 or more"),
 ]
 
 

@@ -110,6 +110,36 @@ def missing_training_state(ckpt: Dict) -> list:
     return [k for k in ("iteration", "skipped_steps", "optimizer", "scheduler", "scaler", "rng") if k not in ckpt]
 
 
+def batch_size_problem(model, batch_size: int) -> Optional[str]:
+    """Why ``model`` cannot train at ``batch_size`` per process, None if it can. BatchNorm in
+    training normalizes each channel over the batch and the map: a layer that sees a 1x1 map at
+    batch 1 has one value per channel, nothing to normalize over (torch raises "Expected more
+    than 1 value per channel"). Found with one forward of a blank image in eval mode."""
+    norms = {m: name for name, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    if batch_size > 1 or not norms:
+        return None
+    single = []
+
+    def seen(module, inputs):
+        if inputs[0][0, 0].numel() == 1:
+            single.append(norms[module])
+    hooks = [m.register_forward_pre_hook(seen) for m in norms]
+    was_training = model.training
+    try:
+        param = next(model.parameters())
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, *model.image_size, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if not single:
+        return None
+    return (f"BatchNorm layer {single[0]!r} of {getattr(model, 'arch', 'the model')} sees a 1x1 "
+            f"map, one value per channel at batch 1, which it cannot normalize in training; use a batch "
+            f"size of 2 or more")
+
+
 def _rng_state():
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -135,13 +165,17 @@ class Trainer:
     object per ``log_every`` iterations: iteration, loss, loc_loss, conf_loss, lr, img_per_s,
     skipped_steps). Only rank 0 writes, holding ``out_dir`` (:func:`ssd_fast.outputs.run_lock`)
     for the whole run: a second run into it is refused with ``OutputError``, as is a write the
-    disk refuses (full, read-only).
+    disk refuses (full, read-only). ``ValueError`` at once if the model cannot train at
+    ``cfg.batch_size`` (:func:`batch_size_problem`).
     """
 
     def __init__(self, model, dataset, cfg: TrainConfig, out_dir: Optional[str] = None, device="cpu"):
         self.cfg, self.out_dir, self.device = cfg, out_dir, torch.device(device)
         self.rank, self.world_size = world()
         self.model = model.to(self.device)
+        problem = batch_size_problem(self.model, cfg.batch_size)
+        if problem is not None:
+            raise ValueError(f"batch_size {cfg.batch_size}: {problem}")
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.criterion = MultiBoxLoss.for_model(model).to(self.device)

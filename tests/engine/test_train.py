@@ -223,3 +223,25 @@ def test_a_second_run_into_a_folder_is_refused_while_the_first_lives(tmp_path):
     trainer.train()
     assert trainer.iteration == 2 and (out / "checkpoint.pt").exists()
 
+
+def test_batch_size_1_is_refused_where_a_batchnorm_sees_a_1x1_map(tmp_path):
+    """It died in BatchNorm's 'Expected more than 1 value per channel' after an empty log.jsonl."""
+    data = build_dataset("synthetic:n=8,size=64")
+    with pytest.raises(ValueError, match=r"^batch_size 1: BatchNorm layer '[\w.]+' of ssdlite sees a 1x1 map, one "
+                                         r"value per channel at batch 1, which it cannot normalize in training; "
+                                         r"use a batch size of 2 or more$"):
+        Trainer(_model(), data, _cfg(batch_size=1), out_dir=str(tmp_path / "run")).train()
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_size_1_trains_where_every_batchnorm_sees_a_map(tmp_path):
+    from ssd_fast.engine.train import batch_size_problem
+    from ssd_fast.models import ssd300_vgg16, ssd_tiny
+
+    assert batch_size_problem(ssd300_vgg16(num_classes=3), 1) is None  # no BatchNorm
+    torch.manual_seed(0)
+    model = ssd_tiny(num_classes=6, image_size=288, width_mult=0.25)  # its last map is 2x2
+    Trainer(model, build_dataset("synthetic:n=4,size=64"), _cfg(iterations=2, batch_size=1),
+            out_dir=str(tmp_path)).train()
+    log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    assert len(log) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
