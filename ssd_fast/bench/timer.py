@@ -6,12 +6,27 @@ pytest-benchmark files of benchmarks/ read the same :data:`clock` (``--benchmark
 benchmarks/pytest.ini). The clock waits for the queued CUDA work before it reads the time, so no
 timed callable synchronises by itself.
 """
+import logging
 import statistics
 import time
 from typing import Callable
 
 import torch
-from torch.utils.benchmark import Timer
+
+
+def _timer_class():
+    """torch.utils.benchmark.Timer, imported when first timing. Its import brings in
+    torch.utils.cpp_extension, which logs a warning on a CUDA build of torch without a CUDA
+    runtime (CI's machines): a message about building extensions, nothing to do with timing, and
+    a second line under ``ssd-fast bench``'s one-line errors."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        log.setLevel(level)
+    return Timer
 
 
 def _cuda_clock() -> float:
@@ -32,7 +47,7 @@ def median_seconds(fn: Callable, *args, min_seconds: float = 0.3, min_runs: int 
     ``min_seconds / min_runs`` are timed again until there are ``min_runs`` blocks. The median is
     over the blocks' seconds per call.
     """
-    timer = Timer("fn(*args)", timer=clock, globals={"fn": fn, "args": args},
+    timer = _timer_class()("fn(*args)", timer=clock, globals={"fn": fn, "args": args},
                   num_threads=torch.get_num_threads())
     times = list(timer.blocked_autorange(min_run_time=min_seconds).times)
     while len(times) < min_runs:
