@@ -134,6 +134,40 @@ __global__ void __launch_bounds__(32) big_static_kernel(int* out) {
   out[threadIdx.x] = buf[threadIdx.x * 1568];
 }
 
+// global_or: the threads t with t % stride == 0 of every block OR their own bit into out[0]
+// with a plain read-modify-write. Two such writers (lanes of a warp, two warps, two blocks) race:
+// on a GPU one update may be lost; OR commutes, so both schedules write the same bytes.
+__global__ void __launch_bounds__(64) global_or_kernel(int* out, int stride) {
+  const int t = threadIdx.x;
+  if (t % stride == 0) out[0] |= 1 << (t / stride + 2 * static_cast<int>(blockIdx.x));
+}
+
+// global_atomic_or: the same with atomicOr (no race).
+__global__ void __launch_bounds__(64) global_atomic_or_kernel(int* out) {
+  atomicOr(&out[0], 1 << ((threadIdx.x + blockIdx.x) % 31));
+}
+
+// global_barrier_ordered: thread 0 writes out[0], thread 1 adds to it after a barrier (no race).
+__global__ void __launch_bounds__(64) global_barrier_ordered_kernel(int* out) {
+  if (threadIdx.x == 0) out[0] = 1;
+  __syncthreads();
+  if (threadIdx.x == 1) out[0] += 1;
+}
+
+// global_atomic_after_plain: block 0 resets a global counter that block 1 adds to atomically.
+__global__ void __launch_bounds__(64) global_atomic_after_plain_kernel(int* out) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) out[0] = 0;
+  if (blockIdx.x == 1) atomicAdd(&out[0], 1);
+}
+
+// global_overrun: one thread more than the output has elements writes its element.
+__global__ void __launch_bounds__(128) global_overrun_kernel(int* out) { out[threadIdx.x] = 1; }
+
+// global_underrun: thread t copies in[t - 1]; thread 0 reads the element before the input.
+__global__ void __launch_bounds__(64) global_underrun_kernel(const int* in, int* out) {
+  out[threadIdx.x] = in[static_cast<int>(threadIdx.x) - 1];
+}
+
 at::Tensor broken(const at::Tensor& like, c10::string_view name_view) {
   const std::string name(name_view);
   const dev::DeviceGuard guard(like.device());
@@ -172,6 +206,25 @@ at::Tensor broken(const at::Tensor& like, c10::string_view name_view) {
     dev::set_max_dynamic_smem<big_dynamic_kernel>(228 * 1024);
   } else if (name == "big_static") {
     dev::launch<big_static_kernel>(1, 32, 0, stream, o);
+  } else if (name == "global_or_lanes") {
+    dev::launch<global_or_kernel>(1, 2, 0, stream, o, 1);
+  } else if (name == "global_or_warps") {
+    dev::launch<global_or_kernel>(1, 64, 0, stream, o, 32);
+  } else if (name == "global_or_blocks") {
+    dev::launch<global_or_kernel>(2, 1, 0, stream, o, 1);
+  } else if (name == "global_atomic_or") {
+    dev::launch<global_atomic_or_kernel>(2, 64, 0, stream, o);
+  } else if (name == "global_barrier_ordered") {
+    dev::launch<global_barrier_ordered_kernel>(1, 64, 0, stream, o);
+  } else if (name == "global_atomic_after_plain") {
+    dev::launch<global_atomic_after_plain_kernel>(2, 64, 0, stream, o);
+  } else if (name == "global_overrun") {
+    out = at::zeros({64}, like.options().dtype(at::kInt));
+    dev::launch<global_overrun_kernel>(1, 65, 0, stream, out.data_ptr<int>());
+  } else if (name == "global_underrun") {
+    const at::Tensor in = at::arange(1, 65, like.options().dtype(at::kInt));
+    out = at::zeros({64}, like.options().dtype(at::kInt));
+    dev::launch<global_underrun_kernel>(1, 64, 0, stream, in.data_ptr<int>(), out.data_ptr<int>());
   } else {
     TORCH_CHECK(false, "ssd_emu_test::broken: no case named ", name);
   }

@@ -75,14 +75,42 @@ struct EmuAllocator final : c10::Allocator {
 EmuAllocator g_allocator;
 REGISTER_ALLOCATOR(kEmu, &g_allocator);
 
+// Inside an allocation: "byte k of an N-byte device allocation"; outside: where the nearest
+// allocations end and begin (an access one element past an output names that output).
 std::string describe_address(uintptr_t p) {
   std::lock_guard<std::mutex> lock(g_alloc_mutex);
+  auto above = g_live.upper_bound(p);
+  auto sized = [](size_t bytes) { return "a " + std::to_string(bytes) + "-byte device allocation"; };
+  if (above != g_live.begin()) {
+    auto it = std::prev(above);
+    if (p < it->first + it->second) {
+      return "byte " + std::to_string(p - it->first) + " of " + sized(it->second);
+    }
+  }
+  std::string s = "outside every device allocation";
+  const uintptr_t kNear = 1 << 16;  // farther away, the neighbours say nothing useful
+  std::string near;
+  if (above != g_live.begin()) {
+    auto it = std::prev(above);
+    const uintptr_t end = it->first + it->second;
+    if (p - end < kNear) near = std::to_string(p - end) + " bytes past the end of " + sized(it->second);
+  }
+  if (above != g_live.end() && above->first - p < kNear) {
+    near += (near.empty() ? "" : ", ") + std::to_string(above->first - p) + " bytes before " +
+            sized(above->second);
+  }
+  return near.empty() ? s : s + ": " + near;
+}
+
+bool find_allocation(uintptr_t p, uintptr_t* lo, uintptr_t* hi) {
+  std::lock_guard<std::mutex> lock(g_alloc_mutex);
   auto it = g_live.upper_bound(p);
-  if (it == g_live.begin()) return "outside every device allocation";
+  if (it == g_live.begin()) return false;
   --it;
-  if (p >= it->first + it->second) return "outside every device allocation";
-  return "byte " + std::to_string(p - it->first) + " of a " + std::to_string(it->second) +
-         "-byte device allocation";
+  if (p >= it->first + it->second) return false;
+  *lo = it->first;
+  *hi = it->first + it->second;
+  return true;
 }
 
 // ---- device, guard and hooks -------------------------------------------------------------------
@@ -444,13 +472,15 @@ extern "C" PyObject* SSD_EMU_INIT(SSD_EMU_MODULE)(void) {
                             ssd_emu::g_methods};
   at::RegisterPrivateUse1HooksInterface(new ssd_emu::EmuHooks());
   ssd_emu::set_address_describer(&ssd_emu::describe_address);
+  ssd_emu::set_allocation_finder(&ssd_emu::find_allocation);
   PyObject* m = PyModule_Create(&def);
   if (m == nullptr) return nullptr;
   PyObject* names = Py_BuildValue(
-      "{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "launch", ssd_emu::kCheckLaunch, "barrier",
+      "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "launch", ssd_emu::kCheckLaunch, "barrier",
       ssd_emu::kCheckBarrier, "warp", ssd_emu::kCheckWarp, "race", ssd_emu::kCheckRace,
       "schedules", ssd_emu::kCheckSchedules, "poison", ssd_emu::kCheckPoison, "bounds",
-      ssd_emu::kCheckBounds);
+      ssd_emu::kCheckBounds, "global_race", ssd_emu::kCheckGlobalRace, "global_bounds",
+      ssd_emu::kCheckGlobalBounds);
   if (names == nullptr || PyModule_AddObject(m, "CHECKS", names) < 0) {
     Py_XDECREF(names);
     Py_DECREF(m);

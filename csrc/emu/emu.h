@@ -13,7 +13,12 @@
 // threads of a block are cooperative fibers that run between barriers (__syncthreads, and the
 // warp operations for the lanes they name) in a schedule order. Every launch runs under two
 // schedules, threads and blocks in ascending then in reversed order, and the two must write the
-// same bytes (runtime.cpp).
+// same bytes (runtime.cpp). Because fibers switch only at barriers and blocks run one after
+// another, a race whose outcome does not depend on the order (two plain read-modify-writes of
+// one word with a commutative operation) writes the same bytes under both schedules: the
+// tracked build therefore also records who wrote each global byte, and flags two writers that
+// nothing orders (see runtime.cpp, global races), and checks every global access against the
+// live device allocations (global bounds).
 #pragma once
 
 #include <cstddef>
@@ -74,8 +79,9 @@ struct KernelRef {
 
 // Runs `run(closure)` once per CUDA thread of the grid (runtime.cpp). Throws std::runtime_error
 // for a launch the hardware would refuse and for every failed check, naming the kernel.
+// `closure_bytes`: the size of *closure (the kernel's parameters, which its threads read).
 void launch(const KernelRef& kernel, dim3 grid, dim3 block, size_t dynamic_smem,
-            void (*run)(void*), void* closure);
+            void (*run)(void*), void* closure, size_t closure_bytes);
 
 // The __launch_bounds__ of a kernel, by its name without namespace and template arguments:
 // registered by the code setup.py generates from the .cu sources (emu/gen_bounds.py).
@@ -102,7 +108,7 @@ void launch_with(void (*)(P...), dim3 grid, dim3 block, size_t smem, A&&... args
   Params params(std::forward<A>(args)...);
   auto run = [](void* p) { std::apply(K, *static_cast<Params*>(p)); };
   launch({reinterpret_cast<const void*>(K), kernel_name<K>()}, grid, block, smem, +run,
-         &params);
+         &params, sizeof(params));
 }
 
 // Barriers and warp operations (the calling fiber waits for the threads they name).
@@ -134,7 +140,9 @@ enum Check : unsigned {
   kCheckSchedules = 16,  // two schedules, same bytes written (tracked build)
   kCheckPoison = 32,     // shared memory poisoned (else zero-filled)
   kCheckBounds = 64,     // shared-memory redzones (tracked build)
-  kAllChecks = 127,
+  kCheckGlobalRace = 128,     // two unordered writers of a global byte, not both atomic (tracked)
+  kCheckGlobalBounds = 256,   // every global access inside a live device allocation (tracked)
+  kAllChecks = 511,
 };
 void set_checks(unsigned mask);
 unsigned checks();
@@ -150,6 +158,10 @@ std::vector<std::pair<std::string, uint64_t>> kernel_launches();
 
 // For error messages: what a device address belongs to (set by the device glue).
 void set_address_describer(std::string (*describe)(uintptr_t));
+
+// The live device allocation that holds address p: true and [*lo, *hi), or false (set by the
+// device glue; the global-bounds check asks it).
+void set_allocation_finder(bool (*find)(uintptr_t p, uintptr_t* lo, uintptr_t* hi));
 
 }  // namespace ssd_emu
 

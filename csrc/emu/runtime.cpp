@@ -23,6 +23,17 @@
 //   bounds      tracked build: redzones around every shared variable and after the dynamic
 //               shared memory; ASan build: every shared variable and the dynamic shared memory of
 //               each block is its own heap block of exactly its size.
+//   global race tracked build: every global write is logged with its writer (block, thread, and
+//               the block's barrier epoch) and whether it was an atomic. Two writes of the same
+//               byte in one launch race unless both are atomics, or both come from one block and
+//               a __syncthreads separates them, or both come from one thread. Blocks are never
+//               ordered (no kernel of ssd_fast synchronises its grid), nor are the lanes of a
+//               warp. Threads that store the same value to the same byte race too: the kernels
+//               never need to, and the rule stays simple. Checked on the first schedule's log.
+//   global bounds  tracked build: every global access (read or write) of a kernel must lie in
+//               one live device allocation (device.cpp's table), else the access fails before
+//               it happens; the kernel's parameters and the emulator's own thread views are
+//               exempt. Reads are checked in the first schedule (the second reads the same).
 //
 // Two builds (setup.py): the tracked build compiles the kernels with -fsanitize=thread but links
 // none of ThreadSanitizer's runtime: every load and store of a kernel becomes a call to the
@@ -38,6 +49,7 @@
 // included; 256 OS threads meeting at std::barrier cost 8 us per thread and barrier, 80x more.
 #include "emu/emu.h"
 
+#include <link.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -46,9 +58,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -259,11 +273,50 @@ struct SharedVar {
   char* heap;  // ASan build: its own allocation
 };
 
-// A logged write to global memory: `len` bytes at `addr`, their old contents at old[off].
+// A logged write to global memory: `len` bytes at `addr`, their old contents at old[off], and
+// who wrote them: the block (linear index), its thread (linear) and the block's barrier epoch.
 struct WriteRun {
   uintptr_t addr;
   size_t len, off;
+  uint64_t block;
+  uint32_t epoch;
+  uint16_t thread;
+  uint8_t atomic;
 };
+
+// An address range [lo, hi) that kernel code may access (a device allocation, the parameters).
+struct Range {
+  uintptr_t lo, hi;
+};
+constexpr int kRangeCache = 16;
+
+bool within(const Range& r, uintptr_t p, size_t n) { return p - r.lo < r.hi - r.lo && n <= r.hi - p; }
+
+// The loaded image of this module: kernel code reads its constants (the source_location of
+// every barrier call, tables).
+Range module_image() {
+  struct Find {
+    uintptr_t self;
+    Range image;
+  } find{reinterpret_cast<uintptr_t>(&module_image), {0, 0}};
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        Find& f = *static_cast<Find*>(data);
+        Range r{~uintptr_t(0), 0};
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_LOAD) continue;
+          r.lo = std::min<uintptr_t>(r.lo, info->dlpi_addr + ph.p_vaddr);
+          r.hi = std::max<uintptr_t>(r.hi, info->dlpi_addr + ph.p_vaddr + ph.p_memsz);
+        }
+        if (f.self - r.lo >= r.hi - r.lo) return 0;
+        f.image = r;
+        return 1;
+      },
+      &find);
+  return find.image;
+}
+Range g_module{0, 0};  // set by the first launch
 
 struct Launch {
   KernelRef kernel;
@@ -280,6 +333,13 @@ struct Launch {
   void* sched_sp = nullptr;
   std::string error;
   uint3 block_idx{0, 0, 0};
+  uint64_t block_linear = 0;
+  uint32_t epoch = 0;  // barriers the current block has passed
+
+  // global bounds: the ranges met so far (device allocations), and what else kernel code reads
+  Range ranges[kRangeCache];
+  int nranges = 0, next_range = 0;
+  Range params{0, 0}, views{0, 0}, tls{0, 0};
 
   // shared memory
   std::vector<SharedVar> vars;
@@ -312,12 +372,19 @@ struct Launch {
     for (size_t i = 0; i < n; ++i) p[i] = static_cast<char>(poison_byte(base + i));
   }
 
-  void log_write(uintptr_t addr, size_t n) {
-    if (!writes.empty() && writes.back().addr + writes.back().len == addr) {
-      writes.back().len += n;
-    } else {
-      writes.push_back({addr, n, old_bytes.size()});
+  void log_write(uintptr_t addr, size_t n, bool atomic) {
+    const uint16_t t = static_cast<uint16_t>(current->linear);
+    if (!writes.empty()) {
+      WriteRun& b = writes.back();
+      if (b.addr + b.len == addr && b.thread == t && b.epoch == epoch && b.block == block_linear &&
+          b.atomic == atomic) {
+        b.len += n;
+        const uint8_t* p = reinterpret_cast<const uint8_t*>(addr);
+        old_bytes.insert(old_bytes.end(), p, p + n);
+        return;
+      }
     }
+    writes.push_back({addr, n, old_bytes.size(), block_linear, epoch, t, atomic});
     const uint8_t* p = reinterpret_cast<const uint8_t*>(addr);
     old_bytes.insert(old_bytes.end(), p, p + n);
   }
@@ -488,6 +555,7 @@ void release_block(Launch& L) {
     if (at_barrier(t)) all &= t.value != 0;
   }
   ++g_phase;
+  ++L.epoch;
   for (Thread& t : L.threads) {
     if (!at_barrier(t)) continue;
     t.result = all;
@@ -584,6 +652,9 @@ void run_block(Launch& L, uint3 bidx) {
     t.view.grid_dim = L.grid;
   }
   reset_shared(L);
+  L.epoch = 0;
+  L.views = {reinterpret_cast<uintptr_t>(L.threads.data()),
+             reinterpret_cast<uintptr_t>(L.threads.data() + n)};
   g_stats.threads += n;
   for (;;) {
     bool ran = false;
@@ -618,6 +689,7 @@ void run_grid(Launch& L) {
     const uint3 bidx{static_cast<unsigned>(b % L.grid.x),
                      static_cast<unsigned>((b / L.grid.x) % L.grid.y),
                      static_cast<unsigned>(b / (uint64_t(L.grid.x) * L.grid.y))};
+    L.block_linear = b;
     run_block(L, bidx);
     if (!L.error.empty()) {
       abandon_fibers(L);
@@ -662,12 +734,89 @@ std::vector<Span> span_union(const std::vector<Span>& a, const std::vector<Span>
 }
 
 std::string (*g_describe_address)(uintptr_t) = nullptr;
+bool (*g_find_allocation)(uintptr_t, uintptr_t*, uintptr_t*) = nullptr;
+
+std::string described(uintptr_t p) {
+  return hex(p) + (g_describe_address ? " (" + g_describe_address(p) + ")" : std::string());
+}
+
+// ---- global races: two writes of one byte that nothing orders ---------------------------------
+
+uint3 unlinear(uint64_t i, dim3 d) {
+  return {static_cast<unsigned>(i % d.x), static_cast<unsigned>((i / d.x) % d.y),
+          static_cast<unsigned>(i / (uint64_t(d.x) * d.y))};
+}
+
+std::string writer_of(const Launch& L, const WriteRun& w) {
+  return "thread " + xyz(unlinear(w.thread, L.block)) + " of block " + xyz(unlinear(w.block, L.grid));
+}
+
+bool unordered(const WriteRun& a, const WriteRun& b) {
+  if (a.atomic && b.atomic) return false;
+  if (a.block != b.block) return true;
+  return a.thread != b.thread && a.epoch == b.epoch;
+}
+
+// The writes of the launch (L.writes, in the order they happened), sorted by address: within
+// every group of overlapping writes, each write is checked against those that overlap it, a
+// thread's repeated writes of the same bytes in one epoch counted once. The first racing pair
+// found fails the launch.
+void check_global_races(Launch& L) {
+  const std::vector<WriteRun>& w = L.writes;
+  if (w.size() < 2) return;
+  std::vector<uint32_t> order(w.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return w[a].addr < w[b].addr; });
+  auto key = [&](uint32_t i) {
+    const WriteRun& r = w[i];
+    return std::make_tuple(r.addr, r.len, r.block, r.thread, r.epoch, r.atomic);
+  };
+  std::vector<uint32_t> group;
+  for (size_t i = 0; i < order.size();) {
+    uintptr_t hi = w[order[i]].addr + w[order[i]].len;
+    size_t j = i + 1;
+    for (; j < order.size() && w[order[j]].addr < hi; ++j) {
+      hi = std::max<uintptr_t>(hi, w[order[j]].addr + w[order[j]].len);
+    }
+    if (j - i > 1) {
+      group.assign(order.begin() + i, order.begin() + j);
+      std::sort(group.begin(), group.end(), [&](uint32_t a, uint32_t b) {
+        return std::make_pair(key(a), a) < std::make_pair(key(b), b);
+      });
+      group.erase(std::unique(group.begin(), group.end(),
+                              [&](uint32_t a, uint32_t b) { return key(a) == key(b); }),
+                  group.end());
+      for (size_t x = 0; x < group.size(); ++x) {
+        const uintptr_t x_end = w[group[x]].addr + w[group[x]].len;
+        // (sorted by address: the writes that overlap x follow it, up to the first one past it)
+        for (size_t y = x + 1; y < group.size() && w[group[y]].addr < x_end; ++y) {
+          const WriteRun& a = w[std::min(group[x], group[y])];  // a happened first
+          const WriteRun& b = w[std::max(group[x], group[y])];
+          const uintptr_t lo = std::max(a.addr, b.addr);
+          if (!unordered(a, b)) continue;
+          L.error = L.prefix() + "global-memory race (" +
+                    (a.atomic || b.atomic ? "an atomic and a plain write" : "write after write") +
+                    "): " + writer_of(L, b) + (b.atomic ? " atomically updates " : " writes ") +
+                    described(lo) + ", which " + writer_of(L, a) +
+                    (a.atomic ? " updated atomically" : " wrote") + " in the same launch" +
+                    (a.block != b.block ? " (blocks are not ordered)"
+                                        : " with no barrier between them");
+          return;
+        }
+      }
+    }
+    i = j;
+  }
+}
 
 void run_both_schedules(Launch& L) {
   L.schedule = 0;
   L.writes.clear();
   L.old_bytes.clear();
   run_grid(L);
+  if (!L.error.empty()) return;
+  if (on(kCheckGlobalRace)) check_global_races(L);
   if (!L.error.empty()) return;
   const std::vector<Span> wa = written_spans(L.writes);
   const std::vector<uint8_t> final_a = snapshot(wa);
@@ -692,8 +841,7 @@ void run_both_schedules(Launch& L) {
       const uint8_t expected = in_a ? final_a[off_a + (p - wa[ia].lo)] : original[off];
       if (expected == final_b[off]) continue;
       L.error = L.prefix() + "its two schedules (threads and blocks in ascending, then in reversed "
-                "order) wrote different bytes at " + hex(p) +
-                (g_describe_address ? " (" + g_describe_address(p) + ")" : std::string()) + ": " +
+                "order) wrote different bytes at " + described(p) + ": " +
                 hex(expected) + " then " + hex(final_b[off]) +
                 " (a race, or a read of uninitialised shared memory)";
       return;
@@ -769,6 +917,10 @@ void register_launch_bounds(const char* kernel, int bound) {
 
 void set_address_describer(std::string (*describe)(uintptr_t)) { g_describe_address = describe; }
 
+void set_allocation_finder(bool (*find)(uintptr_t, uintptr_t*, uintptr_t*)) {
+  g_find_allocation = find;
+}
+
 void set_checks(unsigned mask) {
   std::lock_guard<std::mutex> lock(g_mutex);
   g_checks = mask & kAllChecks;
@@ -795,7 +947,7 @@ void set_max_dynamic_smem(const KernelRef& kernel, int bytes) {
 }
 
 void launch(const KernelRef& kernel, dim3 grid, dim3 block, size_t smem, void (*run)(void*),
-            void* closure) {
+            void* closure, size_t closure_bytes) {
   std::lock_guard<std::mutex> lock(g_mutex);
   Launch L;
   L.kernel = kernel;
@@ -804,6 +956,9 @@ void launch(const KernelRef& kernel, dim3 grid, dim3 block, size_t smem, void (*
   L.smem = smem;
   L.run = run;
   L.closure = closure;
+  L.params = {reinterpret_cast<uintptr_t>(closure), reinterpret_cast<uintptr_t>(closure) + closure_bytes};
+  L.tls = {reinterpret_cast<uintptr_t>(&tls_view), reinterpret_cast<uintptr_t>(&tls_view + 1)};
+  if (g_module.hi == 0) g_module = module_image();
   if (on(kCheckLaunch)) check_config(L);
   if (smem_attr().count(kernel.id) != 0 || smem > size_t(kDefaultSmemLimit)) {
     L.smem_limit = kMaxDynamicSmemOptin;
@@ -832,6 +987,7 @@ void launch(const KernelRef& kernel, dim3 grid, dim3 block, size_t smem, void (*
     run_both_schedules(L);
   } else {
     run_grid(L);
+    if (L.error.empty() && on(kCheckGlobalRace)) check_global_races(L);
   }
 #else
   const char* env = std::getenv("SSD_EMU_SCHEDULE");
@@ -1095,21 +1251,64 @@ void shared_access(Launch& L, size_t off, size_t n, Access kind) {
   }
 }
 
+
+// Whether [p, p + n) lies in a device allocation the launch has met (the last one first).
+bool in_known_allocation(Launch& L, uintptr_t p, size_t n) {
+  if (L.nranges > 0 && within(L.ranges[L.next_range], p, n)) return true;
+  for (int i = 0; i < L.nranges; ++i) {
+    if (within(L.ranges[i], p, n)) {
+      L.next_range = i;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Global bounds: [p, p + n) must lie in one live device allocation (then remembered), else the
+// access fails before it happens.
+void check_global_access(Launch& L, uintptr_t p, size_t n, Access kind) {
+  uintptr_t lo = 0, hi = 0;
+  const bool inside = g_find_allocation != nullptr && g_find_allocation(p, &lo, &hi);
+  if (inside && n <= hi - p) {
+    const int slot = L.nranges < kRangeCache ? L.nranges++ : (L.next_range + 1) % kRangeCache;
+    L.ranges[slot] = {lo, hi};
+    L.next_range = slot;
+    return;
+  }
+  if (g_find_allocation == nullptr) return;
+  fail_in_fiber("out-of-bounds global-memory access: " + L.who(*L.current) + " " + kind_name(kind) +
+                " " + std::to_string(n) + (n == 1 ? " byte at " : " bytes at ") + described(p) +
+                (inside ? ", past the end of the allocation" : ""));
+}
+
 void on_access(void* addr, size_t n, Access kind) {
   Launch* L = tls_track;
   if (__builtin_expect(L == nullptr, 1)) return;
   const uintptr_t p = reinterpret_cast<uintptr_t>(addr);
   const uintptr_t arena = reinterpret_cast<uintptr_t>(L->arena);
-  const bool shared = p - arena < L->arena_bytes;
-  if (!shared && (kind == Access::kRead || p - reinterpret_cast<uintptr_t>(g_stacks.lo) < g_stacks.bytes)) {
-    return;  // a global read, or the thread's own stack
+  if (p - arena < L->arena_bytes) {
+    if (L->schedule == 0) {  // the hazards do not depend on the order: checked once
+      tls_track = nullptr;  // the bookkeeping below is the emulator's own
+      shared_access(*L, p - arena, std::min<size_t>(n, L->arena_bytes - (p - arena)), kind);
+      tls_track = L;
+    }
+    return;
   }
-  tls_track = nullptr;  // the bookkeeping below is the emulator's own
-  if (!shared) {
-    L->log_write(p, n);
-  } else if (L->schedule == 0) {  // the hazards do not depend on the order: checked once
-    shared_access(*L, p - arena, std::min<size_t>(n, L->arena_bytes - (p - arena)), kind);
+  if (p - reinterpret_cast<uintptr_t>(g_stacks.lo) < g_stacks.bytes) return;  // its own stack
+  if (kind == Access::kRead) {  // global reads: their bounds, once (the second schedule's are the same)
+    if (L->schedule != 0 || !on(kCheckGlobalBounds) || within(L->views, p, n) ||
+        within(L->params, p, n) || in_known_allocation(*L, p, n) || within(g_module, p, n) ||
+        within(L->tls, p, n)) {
+      return;
+    }
+    tls_track = nullptr;
+    check_global_access(*L, p, n, kind);
+    tls_track = L;
+    return;
   }
+  tls_track = nullptr;
+  if (on(kCheckGlobalBounds) && !in_known_allocation(*L, p, n)) check_global_access(*L, p, n, kind);
+  L->log_write(p, n, kind == Access::kAtomic);
   tls_track = L;
 }
 

@@ -74,9 +74,32 @@ CASES = [
     ("atomic_after_plain", "race", r"kernel atomic_after_plain_kernel: shared-memory race \(atomic "
      r"after a plain access\): thread \(\d+,0,0\) of block \(0,0,0\) atomically updates __shared__ "
      r"count, byte 0, which thread \(0,0,0\) of block \(0,0,0\) wrote since the last barrier"),
-    ("last_block_wins", "schedules", r"kernel last_block_wins_kernel: its two schedules \(threads and "
-     r"blocks in ascending, then in reversed order\) wrote different bytes at 0x[0-9a-f]+ \(byte 0 of "
-     r"an? 8192-byte device allocation\): 0x7 then 0x0"),
+    ("last_block_wins", "global_race", r"kernel last_block_wins_kernel: global-memory race \(write "
+     r"after write\): thread \(0,0,0\) of block \(1,0,0\) writes 0x[0-9a-f]+ \(byte 0 of a 8192-byte "
+     r"device allocation\), which thread \(0,0,0\) of block \(0,0,0\) wrote in the same launch "
+     r"\(blocks are not ordered\)"),
+    # plain read-modify-writes of one global word whose result does not depend on the order (OR):
+    # the two schedules agree, the writers' log does not
+    ("global_or_lanes", "global_race", r"kernel global_or_kernel: global-memory race \(write after "
+     r"write\): thread \(1,0,0\) of block \(0,0,0\) writes 0x[0-9a-f]+ \(byte 0 of a 8192-byte device "
+     r"allocation\), which thread \(0,0,0\) of block \(0,0,0\) wrote in the same launch with no "
+     r"barrier between them"),
+    ("global_or_warps", "global_race", r"kernel global_or_kernel: global-memory race \(write after "
+     r"write\): thread \(32,0,0\) of block \(0,0,0\) writes .* which thread \(0,0,0\) of block "
+     r"\(0,0,0\) wrote in the same launch with no barrier between them"),
+    ("global_or_blocks", "global_race", r"kernel global_or_kernel: global-memory race \(write after "
+     r"write\): thread \(0,0,0\) of block \(1,0,0\) writes .* which thread \(0,0,0\) of block "
+     r"\(0,0,0\) wrote in the same launch \(blocks are not ordered\)"),
+    ("global_atomic_after_plain", "global_race", r"kernel global_atomic_after_plain_kernel: "
+     r"global-memory race \(an atomic and a plain write\): thread \(\d+,0,0\) of block \(1,0,0\) "
+     r"atomically updates .*, which thread \(0,0,0\) of block \(0,0,0\) wrote in the same launch "
+     r"\(blocks are not ordered\)"),
+    ("global_overrun", "global_bounds", r"kernel global_overrun_kernel: out-of-bounds global-memory "
+     r"access: thread \(64,0,0\) of block \(0,0,0\) writes 4 bytes at 0x[0-9a-f]+ \(outside every "
+     r"device allocation: 0 bytes past the end of a 256-byte device allocation"),
+    ("global_underrun", "global_bounds", r"kernel global_underrun_kernel: out-of-bounds global-memory "
+     r"access: thread \(0,0,0\) of block \(0,0,0\) reads 4 bytes at 0x[0-9a-f]+ \(outside every "
+     r"device allocation: .*4 bytes before a 256-byte device allocation\)"),
     ("uninitialised", "poison", r"kernel uninitialised_kernel: its two schedules .* wrote different "
      r"bytes .*\(a race, or a read of uninitialised shared memory\)"),
     ("shared_overrun", "bounds", r"kernel shared_overrun_kernel: out-of-bounds shared-memory access: "
@@ -85,7 +108,7 @@ CASES = [
     ("shared_underrun", "bounds", r"kernel shared_underrun_kernel: out-of-bounds shared-memory access: "
      r"thread \(0,0,0\) of block \(0,0,0\) writes 4 bytes before the block's shared memory"),
 ]
-TRACKED_CHECKS = {"race", "schedules", "poison", "bounds"}
+TRACKED_CHECKS = {"race", "schedules", "poison", "bounds", "global_race", "global_bounds"}
 
 
 @pytest.mark.parametrize("case, check, message", CASES, ids=[c[0] for c in CASES])
@@ -103,8 +126,13 @@ def test_check_fires_and_names_the_kernel(case, check, message):
 OFF = [("above_bounds", ("launch",)), ("barrier_exit", ("barrier",)),
        ("barrier_sites", ("barrier",)), ("partial_warp", ("warp",)), ("warp_exit", ("warp",)),
        ("race", ("race", "schedules")), ("atomic_race", ("race", "schedules")),
-       ("atomic_after_plain", ("race", "schedules")), ("last_block_wins", ("schedules",)),
-       ("shared_overrun", ("bounds",)), ("shared_underrun", ("bounds",))]
+       ("atomic_after_plain", ("race", "schedules")),
+       ("last_block_wins", ("schedules", "global_race")),
+       ("shared_overrun", ("bounds",)), ("shared_underrun", ("bounds",)),
+       ("global_or_lanes", ("global_race",)), ("global_or_warps", ("global_race",)),
+       ("global_or_blocks", ("global_race",)),
+       ("global_atomic_after_plain", ("global_race", "schedules")),
+       ("global_overrun", ("global_bounds",)), ("global_underrun", ("global_bounds",))]
 
 
 @pytest.mark.parametrize("case, checks", OFF, ids=[c[0] for c in OFF])
@@ -115,6 +143,38 @@ def test_without_the_check_the_fault_goes_through(case, checks):
         for check in checks:
             stack.enter_context(check_off(check))
         broken(case)
+
+
+@tracked_only
+def test_the_schedules_see_a_race_whose_outcome_depends_on_the_order():
+    """Without the writers' log, the last block's write wins under one schedule and the first
+    block's under the other."""
+    with check_off("global_race"):
+        with pytest.raises(RuntimeError, match=r"kernel last_block_wins_kernel: its two schedules "
+                           r"\(threads and blocks in ascending, then in reversed order\) wrote "
+                           r"different bytes at 0x[0-9a-f]+ \(byte 0 of a 8192-byte device "
+                           r"allocation\): 0x7 then 0x0"):
+            broken("last_block_wins")
+
+
+@tracked_only
+def test_global_writes_that_are_ordered_or_atomic_are_no_race():
+    """Atomics from every thread of two blocks, and two threads of one block separated by a
+    __syncthreads, write the same word without a race; the results are the GPU's."""
+    assert broken("global_atomic_or").cpu()[0].item() == 2 ** 31 - 1  # bits 0-30 from 65 values
+    assert broken("global_barrier_ordered").cpu()[:2].tolist() == [2, 0]
+
+
+@tracked_only
+def test_without_the_checks_a_global_fault_changes_the_output():
+    """What the global checks stop would otherwise land: the OR of the two blocks is complete on
+    the emulator (fibers never interleave a read-modify-write), the overrun writes past the
+    output, the underrun copies whatever precedes the input."""
+    with check_off("global_race"):
+        assert broken("global_or_blocks").cpu()[0].item() == 0b101
+    with check_off("global_bounds"):
+        assert broken("global_overrun").cpu().tolist() == [1] * 64
+        assert broken("global_underrun").cpu()[1:].tolist() == list(range(1, 64))
 
 
 @tracked_only
