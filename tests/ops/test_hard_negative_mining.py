@@ -201,6 +201,29 @@ def test_many_priors_few_positives_match_reference(device, gen, layout, dtype, P
         check_mining(mask, loss, labels, ratio)
 
 
+def one_digit_losses(gen, dtype, digit, B, P, levels=24):
+    """Losses whose order-preserving keys agree on every 8-bit digit but `digit` (0: the lowest),
+    which takes `levels` values: the radix select decides at that digit's pass, and the k-th
+    largest ties with many others."""
+    int_t, width = (torch.int32, 4) if dtype == torch.float32 else (torch.int64, 8)
+    top = digit == width - 1
+    base = 0 if top else (0x3F000000 if width == 4 else 0x3FE0000000000000)  # 0.5
+    j = torch.randint(0, levels, (B, P), generator=gen, dtype=torch.int64) + (0x30 if top else 0)
+    return (base + (j << (8 * digit))).to(int_t).view(dtype)
+
+
+# Every digit pass of the CUDA radix select (4 for float32 keys, 8 for float64) is the deciding one.
+DIGIT_CASES = [(torch.float32, d) for d in range(4)] + [(torch.float64, d) for d in range(8)]
+
+
+@pytest.mark.parametrize("dtype, digit", DIGIT_CASES,
+                         ids=[f"{dtype_id(t)}-digit{d}" for t, d in DIGIT_CASES])
+def test_each_digit_of_the_radix_select_decides(device, gen, dtype, digit):
+    loss = one_digit_losses(gen, dtype, digit, 2, 700)
+    labels = random_labels(gen, 2, 700, pos_prob=0.05)
+    check_mining(run_mining(device, loss, labels), loss, labels, 3.0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_non_finite_and_signed_losses_match_reference(device, gen, dtype):
     B, P = 6, 700

@@ -88,6 +88,35 @@ def test_multiclass_nms_scratch_in_global_memory(device, gen, dtype):
     assert (out[3] > 200).all()
 
 
+# The segment kernels' limits, every candidate kept (disjoint boxes, distinct scores): the 64-box
+# NMS tiles, and the scratch of a segment (topk_per_class candidates: 28 bytes each in float32,
+# 48 in float64, rounded up to a power of two) and of the merge (max_detections keys of 8 or 16
+# bytes, likewise) in 40 KiB of shared memory, one more in global memory.
+SEGMENT_LIMITS = [(torch.float32, 64, 4096), (torch.float32, 65, 4096), (torch.float32, 1024, 4096),
+                  (torch.float32, 1025, 4097), (torch.float64, 512, 2048), (torch.float64, 513, 2049)]
+
+
+def disjoint_boxes(b, p):
+    """p unit squares a gap of one apart, per image: every IoU is 0."""
+    side = math.isqrt(p - 1) + 1
+    i = torch.arange(p, dtype=torch.float64)
+    x, y = (i % side) * 2, torch.div(i, side, rounding_mode="floor") * 2
+    return torch.stack([x, y, x + 1, y + 1], dim=1).expand(b, p, 4).contiguous()
+
+
+@pytest.mark.parametrize("dtype, topk, max_det", SEGMENT_LIMITS,
+                         ids=[f"{str(d)[6:]}-topk{t}-max{m}" for d, t, m in SEGMENT_LIMITS])
+def test_multiclass_nms_keeps_every_disjoint_box_at_each_size_limit(device, gen, dtype, topk, max_det):
+    b, p, c = 1, 1100, 5
+    boxes = disjoint_boxes(b, p).to(dtype)
+    scores = (torch.randperm(b * p * c, generator=gen).double().view(b, p, c) + 1) / (b * p * c + 1)
+    args = (0.0, 0.5, topk, max_det, 0)
+    out = run(device, boxes, scores.to(dtype), *args)
+    expected = ref.multiclass_nms(boxes, scores.to(dtype), *args)
+    check_detections(out, expected, device, dtype)
+    assert out[3].item() == min(max_det, (c - 1) * min(topk, p))
+
+
 def device_memory_peak(device, fn):
     """The most device memory fn() has live at once, beyond what was live before."""
     if device.type == "cuda":

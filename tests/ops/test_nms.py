@@ -164,6 +164,44 @@ def test_nms_large(device, gen, n):
     check_keep(out, tv_nms(boxes, scores, 0.5), device)
 
 
+# Every box kept: an off-by-one at a size limit of the CUDA kernels (the 64-box mask words and
+# column blocks, the 16384-position chunks) loses or repeats a box that a suppressing input might
+# have dropped anyway. Disjoint boxes, distinct scores: the output is the whole rank order.
+CHUNK = 16384  # nms.cu's kChunk
+WORD_SIZES = [63, 64, 65, 127, 128, 129]
+CHUNK_SIZES = [CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 1]
+
+
+def disjoint_boxes(n):
+    """n unit squares on a grid with a gap of one between neighbours: every IoU is 0."""
+    side = math.isqrt(max(n - 1, 0)) + 1
+    i = torch.arange(n, dtype=torch.float32)
+    x, y = (i % side) * 2, torch.div(i, side, rounding_mode="floor") * 2
+    return torch.stack([x, y, x + 1, y + 1], dim=1)
+
+
+def rank_order(scores):
+    return torch.sort(scores, descending=True, stable=True).indices
+
+
+@pytest.mark.parametrize("n", WORD_SIZES + CHUNK_SIZES)
+def test_nms_keeps_every_disjoint_box_at_each_size_limit(device, gen, n):
+    """Emulated, each full chunk of 16384 boxes takes ~10 s (16384^2 / 2 IoUs, each launch
+    twice): the four chunk sizes ~50 s."""
+    boxes, scores = disjoint_boxes(n), torch.randperm(n, generator=gen).float()
+    check_keep(ops.nms(boxes.to(device), scores.to(device), 0.5), rank_order(scores), device)
+
+
+@pytest.mark.parametrize("n", WORD_SIZES + CHUNK_SIZES)
+def test_batched_nms_keeps_every_disjoint_box_at_each_size_limit(device, gen, n):
+    """Three classes, so that class segments cross every chunk border (each later chunk tested
+    against the kept boxes of the segments begun before it)."""
+    boxes, scores = disjoint_boxes(n), torch.randperm(n, generator=gen).float()
+    idxs = torch.randint(0, 3, (n,), generator=gen)
+    out = ops.batched_nms(boxes.to(device), scores.to(device), idxs.to(device), 0.5)
+    check_keep(out, rank_order(scores), device)
+
+
 def test_nms_threshold_is_exact(device):
     """IoU > threshold exactly, the float IoU against the double threshold (torchvision's CPU
     kernel does the same): IoU 0.5 is suppressed by any threshold below 0.5, even by less
