@@ -38,12 +38,15 @@ def same(got, expected, what):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-6, equal_nan=True, msg=what)
 
 
-def run(device):
+def run(device, on_case=None):
+    """Every case on `device`, each compared with the CPU; on_case(name) after each one."""
     g = torch.Generator().manual_seed(0)
 
     def both(name, fn, *args):
         same(fn(*[a.to(device) if isinstance(a, torch.Tensor) else a for a in args]), fn(*args), name)
         print(f"{name}: ok", flush=True)
+        if on_case is not None:
+            on_case(name)
 
     # box_iou_kernel, coder_kernel (encode and decode)
     both("box_iou", ops.box_iou, boxes(g, 2, 300), boxes(g, 2, 40))

@@ -7,7 +7,9 @@
 #   scripts/gpu_suite.sh 2 OUT   compute-sanitizer memcheck, racecheck, synccheck and initcheck on
 #                                scripts/gpu_sanitizer_cases.py (every kernel, every code path;
 #                                not the CUDA-graph capture test, which caching-free memcheck
-#                                cannot run), then the benchmarks on the GPU. Writes
+#                                cannot run), the table of which of those cases reach each
+#                                CUDA-only call of device.cuh (scripts/device_calls.py), then
+#                                the benchmarks on the GPU. Writes
 #                                OUT/summary.txt, sanitizer.log, bench.log, bench.json, bench.md
 #                                (BENCHMARKS.md's table); first builds (build.log) where step 1's
 #                                build is not there (a fresh machine).
@@ -91,6 +93,9 @@ else
       compute-sanitizer --tool "$tool" --error-exitcode 1 "$PY" scripts/gpu_sanitizer_cases.py cuda
     cat "$OUT/$tool.tmp" >>"$OUT/sanitizer.log" && rm -f "$OUT/$tool.tmp"
   done
+  # which sanitizer cases ran each CUDA-only call of device.cuh (scripts/device_calls.py)
+  summary "device.cuh's CUDA-only calls and the sanitizer cases that reach them:"
+  "$PY" scripts/device_calls.py cuda >>"$OUT/summary.txt" 2>&1 || status=1
   step bench "$OUT/bench.log" "$PY" -m pytest benchmarks -q -k cuda --benchmark-max-time=0.5 \
     --benchmark-json="$OUT/bench.json"
   "$PY" benchmarks/report.py "$OUT/bench.json" >"$OUT/bench.md" 2>&1 && cat "$OUT/bench.md"

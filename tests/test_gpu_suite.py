@@ -69,3 +69,61 @@ def test_sanitizer_cases_launch_every_kernel():
     after = emu.kernels()
     missed = sorted(k for k in kernels if after.get(k, 0) == before.get(k, 0))
     assert not missed, f"not launched by scripts/gpu_sanitizer_cases.py: {missed}"
+
+
+def _device_calls():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import device_calls
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return device_calls
+
+
+def test_device_calls_finds_every_cuda_only_call():
+    """The CUDA branches of device.cuh as scripts/device_calls.py reads them: each call with the
+    dev:: function that holds it (a parse that lost one would list it under no test)."""
+    calls = _device_calls().device_calls()
+    assert calls == {
+        "cub::DeviceRadixSort::SortPairs": {"radix_sort_pairs"},
+        "cub::DeviceSelect::Flagged": {"select_flagged"},
+        "cudaMemsetAsync": {"memset_async"},
+        "cudaFuncSetAttribute": {"set_max_dynamic_smem", "allow_dynamic_smem"},
+        "cudaDeviceGetAttribute": {"max_dynamic_smem"},
+        "kernel<<<...>>>": {"launch"},
+        "C10_CUDA_KERNEL_LAUNCH_CHECK": {"launch"},
+        "at::cuda::getCurrentCUDAStream": {"current_stream"},
+        "c10::cuda::CUDAGuard": {"DeviceGuard"},
+    }, calls
+    text = SUITE.read_text()
+    assert "scripts/device_calls.py cuda >>\"$OUT/summary.txt\"" in text
+
+
+@pytest.mark.emu
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+def test_every_device_call_is_reached_by_a_sanitizer_case():
+    """Each CUDA-only call of device.cuh is reached by a case of scripts/gpu_sanitizer_cases.py
+    (what step 2 lists in its summary); cub's select by batched_nms only, the attribute by the
+    matching ops."""
+    rows = {call: (users, cases) for call, _, users, cases in _device_calls().table("emu")}
+    missed = sorted(call for call, (_, cases) in rows.items() if not cases)
+    assert not missed, f"reached by no sanitizer case: {missed}"
+    assert rows["cub::DeviceSelect::Flagged"][1] == ["batched_nms"]
+    assert rows["cudaMemsetAsync"][1] == ["batched_nms", "nms"]
+    assert set(rows["cudaFuncSetAttribute"][1]) == {
+        "match_priors argmax", "match_priors bipartite", "ssd_targets 1600 GTs",
+        "ssd_targets argmax", "ssd_targets bipartite"}
+
+
+def test_a_call_no_case_reaches_is_listed_as_none(monkeypatch):
+    """Without the batched_nms case, cub's select is reached by nothing: the table says so and
+    the script's exit status is 1."""
+    dc = _device_calls()
+    cases = {"nms": {"score_keys_kernel", "chunk_mask_kernel", "gather_kept_kernel"},
+             "box_iou": {"box_iou_kernel"}}
+    monkeypatch.setattr(dc, "kernels_per_case", lambda device: cases)
+    rows = {call: cases for call, _, _, cases in dc.table("emu")}
+    assert rows["cub::DeviceSelect::Flagged"] == []
+    assert rows["cub::DeviceRadixSort::SortPairs"] == ["nms"]
+    monkeypatch.setattr(sys, "argv", ["device_calls.py", "emu"])
+    assert dc.main() == 1
