@@ -60,7 +60,9 @@ class MultiBoxLoss(nn.Module):
             raise ValueError(f"{owner}: priors must be a [P, 4] tensor, got {got}")
         if not priors.is_floating_point():
             raise ValueError(f"{owner}: priors must be a floating-point tensor, got {priors.dtype}")
-        if not bool(priors.isfinite().all()):
+        # Values are read only where that costs no host synchronisation: priors on a GPU are
+        # checked where they are made (PriorSpec on the CPU), not read back here.
+        if priors.device.type == "cpu" and not bool(priors.isfinite().all()):
             raise ValueError(f"{owner}: priors must be finite, got non-finite values")
         self.register_buffer("priors", priors.detach().float(), persistent=False)
         self.num_classes = _checks.integer(owner, "num_classes", num_classes, 2)
