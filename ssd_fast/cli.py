@@ -190,7 +190,7 @@ def _checkpoint_file(command, flag, path):
 
 
 def _load(command, path, device, flag="--checkpoint"):
-    from .models import load_model
+    from .checkpoint import load_model
 
     _checkpoint_file(command, flag, path)
     try:
@@ -251,8 +251,9 @@ def _detections_picture(model, dataset, path, count=8, score_threshold=0.3):
 
 def _demo(args):
     from .data.synthetic import CLASSES
+    from .checkpoint import save_checkpoint
     from .engine import TrainConfig, Trainer, evaluate, native_bf16
-    from .models import build_model, save_checkpoint
+    from .models import build_model
 
     d = DEMO
     start = time.perf_counter()
@@ -298,9 +299,10 @@ def _demo(args):
 
 
 def _train(args):
+    from .checkpoint import load_training_checkpoint, model_from_checkpoint, save_checkpoint
     from .engine import NonFiniteTraining, TrainConfig, Trainer, evaluate, init_from_env, is_main
-    from .engine.train import batch_size_problem, missing_training_state
-    from .models import build_model, load_checkpoint, model_from_config, save_checkpoint
+    from .engine.train import batch_size_problem
+    from .models import build_model
 
     _check_train_args(args)
     _check_out_dir("train", args.out)
@@ -317,26 +319,18 @@ def _train(args):
                + f" is larger than the dataset ({len(dataset)} images, --data {args.data})")
     if args.resume:
         _checkpoint_file("train", "--resume", args.resume)
-        try:
-            ckpt = load_checkpoint(args.resume)
-            config = ckpt["config"]
-            model = model_from_config(config)
+        try:  # read once: the Trainer restores from this dict
+            ckpt = load_training_checkpoint(args.resume, len(classes), against=f"--data {args.data!r}")
+            model = model_from_checkpoint(ckpt, args.resume)
         except (ValueError, OSError) as e:  # the message starts with the path
             _error("train", f"--resume {e}")
-        missing = missing_training_state(ckpt)
-        if missing:
-            _error("train", f"--resume {args.resume!r} is a weights-only checkpoint (no {', '.join(missing)}); "
-                            f"resume from a training checkpoint (checkpoint.pt)")
-        del ckpt
+        config = ckpt["config"]
         if args.arch is not None and args.arch != config["arch"]:
             _error("train", f"--arch {args.arch} differs from the checkpoint's {config['arch']} "
                             f"(--resume {args.resume})")
         if args.image_size is not None and args.image_size != model.image_size[0]:
             _error("train", f"--image-size {args.image_size} differs from the checkpoint's "
                             f"{model.image_size[0]} (--resume {args.resume})")
-        if model.num_classes != len(classes):
-            _error("train", f"--resume {args.resume!r} has num_classes={model.num_classes}, "
-                            f"--data {args.data!r} has {len(classes)} (background included)")
     else:
         arch = args.arch or "ssd_tiny"
         kw = {"image_size": args.image_size or 160} if arch in ("ssdlite", "ssd_tiny") else {}
@@ -354,7 +348,11 @@ def _train(args):
                       progress=not args.quiet)
     with _held("train", args.out) if is_main() else contextlib.nullcontext():
         try:
-            Trainer(model, dataset, cfg, out_dir=args.out, device=device).train(resume=args.resume)
+            trainer = Trainer(model, dataset, cfg, out_dir=args.out, device=device)
+            if args.resume:
+                trainer.restore(ckpt)
+                del ckpt
+            trainer.train()
         except NonFiniteTraining as e:  # no model.pt: the last checkpoint is the last good state
             _error("train", str(e), status=1)
         if is_main():

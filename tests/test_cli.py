@@ -37,6 +37,18 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     assert [r["iteration"] for r in log][-1] == 3
 
 
+
+def test_resume_reads_the_checkpoint_once(tmp_path, monkeypatch):
+    """The CLI checked it and the Trainer read and checked it again: two torch.load calls."""
+    _train(tmp_path)
+    loads = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    main(["train", "--data", "synthetic:n=16,size=64", "--iterations", "3", "--batch-size", "4",
+          "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path),
+          "--resume", str(tmp_path / "checkpoint.pt")])
+    assert loads == [str(tmp_path / "checkpoint.pt")]
+
 def test_train_cosine_bfloat16(tmp_path):
     main(["train", "--data", "synthetic:n=16,size=64", "--image-size", "64", "--iterations", "4",
           "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path),

@@ -13,11 +13,12 @@ pytest.importorskip("onnxscript")
 
 from ssd_fast import ops  # noqa: E402
 from ssd_fast.bench.inference import spread_heads as _spread  # noqa: E402  (heads scaled: scores spread)
+from ssd_fast.checkpoint import save_checkpoint  # noqa: E402
 from ssd_fast.cli import main  # noqa: E402
 from ssd_fast.data import build_dataset  # noqa: E402
 from ssd_fast.engine import TrainConfig, Trainer  # noqa: E402
 from ssd_fast.export import OPSETS, ExportableDetector, metadata, to_onnx  # noqa: E402
-from ssd_fast.models import save_checkpoint, ssd300_vgg16, ssd_tiny, ssdlite  # noqa: E402
+from ssd_fast.models import ssd300_vgg16, ssd_tiny, ssdlite  # noqa: E402
 
 SCORE_TOL, BOX_TOL = 1e-5, 1e-3  # scores, pixels
 

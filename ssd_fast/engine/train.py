@@ -19,9 +19,9 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import load_training_checkpoint, restore_training, save_training_checkpoint
 from ..data import Augmented, IterationBatchSampler, TrainTransform, collate, normalize_image
-from ..models import MultiBoxLoss, save_checkpoint
-from ..models.checkpoint import load_checkpoint
+from ..models import MultiBoxLoss
 from ..outputs import LineLog, remove_stale_temporaries, run_lock
 from .distributed import world
 
@@ -104,12 +104,6 @@ def lr_factor(it: int, cfg: TrainConfig) -> float:
     return cfg.gamma ** sum(it >= m for m in cfg.milestones)
 
 
-def missing_training_state(ckpt: Dict) -> list:
-    """What a checkpoint lacks to resume training (empty for a training checkpoint; a model.pt
-    holds only the weights)."""
-    return [k for k in ("iteration", "skipped_steps", "optimizer", "scheduler", "scaler", "rng") if k not in ckpt]
-
-
 def batch_size_problem(model, batch_size: int) -> Optional[str]:
     """Why ``model`` cannot train at ``batch_size`` per process, None if it can. BatchNorm in
     training normalizes each channel over the batch and the map: a layer that sees a 1x1 map at
@@ -138,19 +132,6 @@ def batch_size_problem(model, batch_size: int) -> Optional[str]:
     return (f"BatchNorm layer {single[0]!r} of {getattr(model, 'arch', 'the model')} sees a 1x1 "
             f"map, one value per channel at batch 1, which it cannot normalize in training; use a batch "
             f"size of 2 or more")
-
-
-def _rng_state():
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state):
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class NonFiniteTraining(RuntimeError):
@@ -202,35 +183,24 @@ class Trainer:
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
 
-    # -- checkpoints --------------------------------------------------------------------------
-    def state(self) -> Dict:
-        return {"iteration": self.iteration, "skipped_steps": self.skipped_steps,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": _rng_state(),
-                "train_config": dataclasses.asdict(self.cfg)}
-
+    # -- checkpoints (the format: ssd_fast.checkpoint) --------------------------------------
     def save(self, path: str) -> None:
+        """Write a training checkpoint of now to ``path`` (rank 0 only)."""
         if self.rank == 0:
-            save_checkpoint(path, self.model, **self.state())
+            save_training_checkpoint(path, self.model, self.optimizer, self.scheduler, self.scaler, self.iteration,
+                                     self.skipped_steps, self.cfg)
 
     def load(self, path: str) -> None:
-        """Restore everything :meth:`state` saved (the model's config must match)."""
-        ckpt = load_checkpoint(path, map_location=self.device)
-        if ckpt["config"]["num_classes"] != self.model.num_classes:
-            raise ValueError(f"resume: checkpoint {path!r} has num_classes={ckpt['config']['num_classes']}, "
-                             f"the model has {self.model.num_classes}")
-        missing = missing_training_state(ckpt)
-        if missing:
-            raise ValueError(f"resume: {path!r} is a weights-only checkpoint (no {missing}); "
-                             f"resume needs a training checkpoint (checkpoint.pt)")
-        self.model.load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state({k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v])
-                        for k, v in ckpt["rng"].items()})
-        self.iteration = int(ckpt["iteration"])
-        self.skipped_steps = int(ckpt["skipped_steps"])
+        """Continue from the training checkpoint at ``path``: :meth:`restore` of
+        :func:`ssd_fast.checkpoint.load_training_checkpoint` (``ValueError`` if it is not one,
+        or not of this model's class count)."""
+        self.restore(load_training_checkpoint(path, self.model.num_classes, map_location=self.device))
+
+    def restore(self, ckpt: Dict) -> None:
+        """Continue from a loaded training checkpoint (model of the same config): weights,
+        optimizer, scheduler, scaler, RNG states, iteration and skipped steps."""
+        self.iteration, self.skipped_steps = restore_training(ckpt, self.model, self.optimizer, self.scheduler,
+                                                              self.scaler)
 
     # -- the loop -----------------------------------------------------------------------------
     def step(self, images, target) -> Optional[Dict[str, float]]:

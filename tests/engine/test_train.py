@@ -163,7 +163,7 @@ def test_a_run_whose_steps_stay_non_finite_stops(tmp_path):
     """max_skipped_in_a_row skipped steps in a row stop training with a clear error: no final
     model, the checkpoint last written intact (iteration 2, before the weights went NaN)."""
     from ssd_fast.engine import NonFiniteTraining
-    from ssd_fast.models import load_checkpoint
+    from ssd_fast.checkpoint import load_checkpoint
 
     data = build_dataset("synthetic:n=8,size=64")
     model = _model()
@@ -183,7 +183,7 @@ def test_a_run_whose_steps_stay_non_finite_stops(tmp_path):
 
 
 def test_resume_needs_a_training_checkpoint(tmp_path):
-    from ssd_fast.models import save_checkpoint
+    from ssd_fast.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "w.pt", _model())
     with pytest.raises(ValueError, match="weights-only checkpoint"):

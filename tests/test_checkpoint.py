@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from ssd_fast.models import (PRESETS, PriorSpec, build_model, load_checkpoint, load_model, model_from_config,
-                             save_checkpoint, ssd512_vgg16, ssdlite)
+from ssd_fast.checkpoint import load_checkpoint, load_model, save_checkpoint
+from ssd_fast.models import PRESETS, PriorSpec, build_model, model_from_config, ssd512_vgg16, ssdlite
 
 from destinations import Destination
 
