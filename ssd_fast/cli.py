@@ -1,6 +1,7 @@
 """The ``ssd-fast`` command line."""
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import time
 import torch
 
 from . import outputs
+from .engine import config as train_config
 
 
 def _bench(args):
@@ -89,37 +91,55 @@ def _error(command, message, status=2):
     raise SystemExit(status)
 
 
-def _check_train_args(args):
-    """The values that can only ruin a run, refused before anything is built."""
-    if args.iterations <= 0:
-        _error("train", f"--iterations must be > 0, got {args.iterations}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        _error("train", f"--lr must be a finite number > 0, got {args.lr}")
-    if args.warmup < 0:
-        _error("train", f"--warmup must be >= 0, got {args.warmup}")
-    if args.checkpoint_every <= 0:
-        _error("train", f"--checkpoint-every must be > 0, got {args.checkpoint_every}")
-    if args.batch_size <= 0:
-        _error("train", f"--batch-size must be > 0, got {args.batch_size}")
-    if args.workers < 0:
-        _error("train", f"--workers must be >= 0, got {args.workers}")
+def _train_config(args):
+    """The TrainConfig of the train flags (:mod:`ssd_fast.engine.config`), refused before
+    anything is built: a value out of its field's range, one line naming the flag."""
+    values = {f.name: _flag_value(f, getattr(args, f.name)) for f in train_config.flags()}
+    try:
+        cfg = train_config.TrainConfig(**values, progress=not args.quiet)
+    except train_config.ConfigError as e:
+        field = train_config.field(e.field)
+        _error("train", f"{field.metadata['flag']} must be {field.metadata['check'].requirement()}, "
+                        f"got {getattr(args, e.field)!r}")
     if args.image_size is not None and args.image_size <= 0:
         _error("train", f"--image-size must be > 0, got {args.image_size}")
-    args.milestones = _milestones(args)
+    if args.milestones:
+        cfg = dataclasses.replace(cfg, milestones=_milestones(args.milestones, cfg.iterations))
+    return cfg
 
 
-def _milestones(args):
-    """``--milestones`` as increasing iterations in (0, --iterations]; default 2/3 and 5/6."""
-    if not args.milestones:
-        return [int(args.iterations * 2 / 3), int(args.iterations * 5 / 6)]
+def _milestones(text, iterations):
+    """``--milestones`` as increasing iterations in 1..``iterations`` (the API lets a schedule
+    reach beyond a run; on the command line that is a mistake)."""
     try:
-        milestones = [int(m) for m in args.milestones.split(",") if m.strip()]
+        milestones = [int(m) for m in text.split(",") if m.strip()]
     except ValueError:
-        _error("train", f"--milestones must be comma-separated iterations, got {args.milestones!r}")
-    if any(not 0 < m <= args.iterations for m in milestones) or milestones != sorted(set(milestones)):
-        _error("train", f"--milestones must be increasing iterations in 1..--iterations={args.iterations}, "
-                        f"got {args.milestones!r}")
+        _error("train", f"--milestones must be comma-separated iterations, got {text!r}")
+    if any(not 0 < m <= iterations for m in milestones) or milestones != sorted(set(milestones)):
+        _error("train", f"--milestones must be increasing iterations in 1..--iterations={iterations}, got {text!r}")
     return milestones
+
+
+def _flag_value(field, value):
+    """The TrainConfig value of a flag's ``value`` (``--amp on``: True)."""
+    words = field.metadata["words"]
+    return words[value] if words else value
+
+
+def _add_train_flags(parser):
+    """The flags of the TrainConfig fields: flag, default, type or choices, help, all from the field."""
+    for f in train_config.flags():
+        meta, kw = f.metadata, {"dest": f.name}
+        if meta["words"]:
+            default = next(word for word, value in meta["words"].items() if value == f.default)
+            kw.update(choices=tuple(meta["words"]), default=default)
+        elif isinstance(meta["check"], train_config.OneOf):
+            kw.update(choices=meta["check"].choices, default=f.default)
+        else:
+            kw.update(type=type(f.default), default=f.default, metavar=meta["flag"][2:].replace("-", "_").upper())
+        rule = f", must be {meta['check'].requirement()}" if isinstance(meta["check"], train_config.Bound) else ""
+        parser.add_argument(meta["flag"], help=f"{meta['help']} (default {kw['default']}{rule})", **kw)
+    parser.add_argument("--milestones", default="", help=train_config.field("milestones").metadata["help"])
 
 
 def _usable_cpus() -> int:
@@ -250,8 +270,8 @@ def _detections_picture(model, dataset, path, count=8, score_threshold=0.3):
 
 
 def _demo(args):
-    from .data.synthetic import CLASSES
     from .checkpoint import save_checkpoint
+    from .data.synthetic import CLASSES
     from .engine import TrainConfig, Trainer, evaluate, native_bf16
     from .models import build_model
 
@@ -273,10 +293,10 @@ def _demo(args):
                     size=d["image_size"])
     torch.manual_seed(args.seed)
     model = build_model(d["arch"], num_classes=len(CLASSES), image_size=d["image_size"], classes=CLASSES)
-    cfg = TrainConfig(iterations=iterations, batch_size=d["batch_size"], optimizer=d["optimizer"], lr=d["lr"],
-                      expand_p=d["expand_p"], photometric=d["photometric"],
-                      warmup_iters=min(100, iterations // 10), milestones=(int(iterations * 0.8),),
-                      workers=d["workers"], seed=args.seed, progress=not args.quiet, amp=native_bf16())
+    recipe = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    cfg = TrainConfig(**{**recipe, "iterations": iterations}, warmup_iters=min(100, iterations // 10),
+                      milestones=(int(iterations * 0.8),), checkpoint_every=iterations,  # at the end only
+                      seed=args.seed, progress=not args.quiet, amp=native_bf16())
     with _held("demo", args.out):
         print(f"ssd-fast demo: {d['arch']} {d['image_size']}px, {len(train)} synthetic training images, "
               f"{iterations} iterations of {cfg.batch_size} on {torch.get_num_threads()} thread(s) + "
@@ -300,11 +320,11 @@ def _demo(args):
 
 def _train(args):
     from .checkpoint import load_training_checkpoint, model_from_checkpoint, save_checkpoint
-    from .engine import NonFiniteTraining, TrainConfig, Trainer, evaluate, init_from_env, is_main
+    from .engine import NonFiniteTraining, Trainer, evaluate, init_from_env, is_main
     from .engine.train import batch_size_problem
     from .models import build_model
 
-    _check_train_args(args)
+    cfg = _train_config(args)
     _check_out_dir("train", args.out)
     device = init_from_env(_device("train", args.device))
     _threads("train", args, args.workers)
@@ -332,8 +352,8 @@ def _train(args):
             _error("train", f"--image-size {args.image_size} differs from the checkpoint's "
                             f"{model.image_size[0]} (--resume {args.resume})")
     else:
-        arch = args.arch or "ssd_tiny"
-        kw = {"image_size": args.image_size or 160} if arch in ("ssdlite", "ssd_tiny") else {}
+        arch = args.arch or train_config.TRAIN_ARCH
+        kw = {"image_size": args.image_size or train_config.TRAIN_IMAGE_SIZE} if arch in ("ssdlite", "ssd_tiny") else {}
         torch.manual_seed(args.seed)
         model = build_model(arch, num_classes=len(classes), classes=classes, **kw)
     problem = batch_size_problem(model, args.batch_size)
@@ -341,11 +361,6 @@ def _train(args):
         _error("train", f"--batch-size {args.batch_size}: {problem}")
     inputs = _inputs_of("--data", dataset) + (_inputs_of("--eval-data", eval_data) if eval_data else [])
     _check_out_dir("train", args.out, RUN_FILES, inputs)
-    cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, optimizer=args.optimizer,
-                      lr=args.lr, warmup_iters=args.warmup, milestones=args.milestones, seed=args.seed,
-                      workers=args.workers, checkpoint_every=args.checkpoint_every,
-                      schedule=args.schedule, amp={"auto": None, "on": True, "off": False}[args.amp],
-                      progress=not args.quiet)
     with _held("train", args.out) if is_main() else contextlib.nullcontext():
         try:
             trainer = Trainer(model, dataset, cfg, out_dir=args.out, device=device)
@@ -554,30 +569,17 @@ def build_parser():
     t = sub.add_parser("train", help="train a model (torchrun for several processes)")
     t.add_argument("--data", required=True, help="dataset spec, e.g. synthetic:seed=0,n=4000 or voc:ROOT,year=2007,split=trainval")
     t.add_argument("--arch", default=None,
-                   help="ssd_tiny (default), ssdlite, ssd300_vgg16 or ssd512_vgg16; with --resume, the "
-                        "checkpoint's")
+                   help=f"ssd_tiny, ssdlite, ssd300_vgg16 or ssd512_vgg16 (default {train_config.TRAIN_ARCH}); with "
+                        f"--resume, the checkpoint's")
     t.add_argument("--image-size", type=int, default=None,
-                   help="input size of ssd_tiny and ssdlite (default 160); with --resume, the checkpoint's")
-    t.add_argument("--iterations", type=int, default=1000)
-    t.add_argument("--batch-size", type=int, default=32, help="per process")
-    t.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),
-                   help="SGD (momentum 0.9) as the paper, or AdamW (faster from scratch on small data)")
-    t.add_argument("--lr", type=float, default=0.02)
-    t.add_argument("--warmup", type=int, default=100, help="warmup iterations")
-    t.add_argument("--milestones", default="", help="comma-separated iterations (default: 2/3 and 5/6)")
-    t.add_argument("--schedule", default="multistep", choices=("multistep", "cosine"),
-                   help="LR after the warmup: x0.1 at each milestone, or a cosine to 0")
-    t.add_argument("--amp", default="auto", choices=("auto", "on", "off"),
-                   help="mixed precision: CUDA float16 (auto: on), CPU bfloat16 (auto: off; on pays "
-                        "where the CPU has AVX512-BF16 or AMX)")
-    t.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=500)
+                   help=f"input size of ssd_tiny and ssdlite (default {train_config.TRAIN_IMAGE_SIZE}); with "
+                        f"--resume, the checkpoint's")
+    _add_train_flags(t)
     t.add_argument("--resume", default="", help="a checkpoint.pt to continue from")
     t.add_argument("--out", default="runs/train")
     t.add_argument("--eval-data", default="", help="evaluate on this dataset spec at the end")
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="VOC07/VOC12 mAP@0.5 (and COCO AP) of a checkpoint")

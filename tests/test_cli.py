@@ -49,6 +49,16 @@ def test_resume_reads_the_checkpoint_once(tmp_path, monkeypatch):
           "--resume", str(tmp_path / "checkpoint.pt")])
     assert loads == [str(tmp_path / "checkpoint.pt")]
 
+
+def test_train_flags_default_to_train_config():
+    """One source of defaults: `ssd-fast train` without flags trains with TrainConfig()."""
+    from ssd_fast.cli import _train_config, build_parser
+    from ssd_fast.engine import TrainConfig
+
+    cfg = _train_config(build_parser().parse_args(["train", "--data", "synthetic"]))
+    assert cfg == TrainConfig()
+    assert (cfg.lr, cfg.checkpoint_every, cfg.iterations, cfg.milestones) == (0.02, 500, 1000, (666, 833))
+
 def test_train_cosine_bfloat16(tmp_path):
     main(["train", "--data", "synthetic:n=16,size=64", "--image-size", "64", "--iterations", "4",
           "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path),

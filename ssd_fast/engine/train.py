@@ -8,13 +8,12 @@ checkpoint holds the model, optimizer, scheduler, grad scaler, torch RNG states 
 iteration, so ``resume`` continues as if never stopped (bitwise on CPU, same thread count).
 """
 import contextlib
-import dataclasses
 import json
 import math
 import os
 import time
 import warnings
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -23,56 +22,8 @@ from ..checkpoint import load_training_checkpoint, restore_training, save_traini
 from ..data import Augmented, IterationBatchSampler, TrainTransform, collate, normalize_image
 from ..models import MultiBoxLoss
 from ..outputs import LineLog, remove_stale_temporaries, run_lock
+from .config import TrainConfig
 from .distributed import world
-
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("multistep", "cosine")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Training hyper-parameters (per process: ``batch_size`` is per rank)."""
-    iterations: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    optimizer: str = "sgd"  # or "adamw" (betas 0.9, 0.999): much faster from scratch on small data
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_iters: int = 100
-    warmup_factor: float = 1.0 / 3
-    milestones: Sequence[int] = ()
-    gamma: float = 0.1
-    schedule: str = "multistep"  # or "cosine": after warmup, half a cosine from lr to 0 at `iterations`
-    seed: int = 0
-    workers: int = 2
-    amp: Optional[bool] = None  # None: on for CUDA (fp16 + GradScaler); on CPU amp means bf16 autocast
-    checkpoint_every: int = 0  # 0: only at the end
-    # This many skipped (non-finite) steps in a row stop the run with NonFiniteTraining: a loss
-    # that stays NaN cannot recover, and the skipped steps leave the model as it was. (AMP's
-    # loss scaler skips a handful in a row while it finds its scale.)
-    max_skipped_in_a_row: int = 50
-    log_every: int = 20
-    expand_p: float = 0.5
-    max_expand: float = 4.0
-    crop: bool = True
-    photometric: bool = True
-    progress: bool = True
-    channels_last: bool = True  # NHWC: about 2x faster for SSDLite's depthwise convs on CPU
-
-    def __post_init__(self):
-        if self.iterations < 0 or self.batch_size < 1:
-            raise ValueError(f"iterations must be >= 0 and batch_size >= 1, got {self.iterations}, "
-                             f"{self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.max_skipped_in_a_row < 1:
-            raise ValueError(f"max_skipped_in_a_row must be >= 1, got {self.max_skipped_in_a_row}")
-        self.milestones = tuple(int(m) for m in self.milestones)
 
 
 def _fused(device: torch.device) -> Dict:

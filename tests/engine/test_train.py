@@ -37,6 +37,20 @@ def test_config_errors():
         TrainConfig(max_skipped_in_a_row=0)
 
 
+
+def test_config_checks_are_those_of_the_cli():
+    """The CLI refuses these flags with the same checks (tests/test_cli.py), naming the flag."""
+    from ssd_fast.engine import ConfigError
+
+    for kw, message in [(dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
+                        (dict(iterations=0), "iterations must be > 0, got 0"),
+                        (dict(checkpoint_every=0), "checkpoint_every must be > 0, got 0"),
+                        (dict(warmup_iters=-1), "warmup_iters must be >= 0, got -1"),
+                        (dict(workers=-1), "workers must be >= 0, got -1")]:
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            TrainConfig(**kw)
+    assert TrainConfig(iterations=30).milestones == (20, 25)  # the CLI's default: 2/3 and 5/6
+
 def test_lr_schedule():
     cfg = TrainConfig(warmup_iters=10, warmup_factor=0.5, milestones=(20, 30))
     assert [lr_factor(i, cfg) for i in (0, 5, 10, 19, 20, 30)] == pytest.approx([0.5, 0.75, 1, 1, 0.1, 0.01])
