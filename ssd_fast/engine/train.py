@@ -8,12 +8,10 @@ checkpoint holds the model, optimizer, scheduler, grad scaler, torch RNG states 
 iteration, so ``resume`` continues as if never stopped (bitwise on CPU, same thread count).
 """
 import contextlib
-import json
 import math
 import os
-import time
 import warnings
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -21,9 +19,10 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import load_training_checkpoint, restore_training, save_training_checkpoint
 from ..data import Augmented, IterationBatchSampler, TrainTransform, collate, normalize_image
 from ..models import MultiBoxLoss
-from ..outputs import LineLog, remove_stale_temporaries, run_lock
+from ..outputs import remove_stale_temporaries, run_lock
 from .config import TrainConfig
 from .distributed import world
+from .hooks import Hook, MetricsLog, PeriodicCheckpoint, ProgressBar
 
 
 def _fused(device: torch.device) -> Dict:
@@ -92,10 +91,12 @@ class NonFiniteTraining(RuntimeError):
 class Trainer:
     """``Trainer(model, dataset, cfg, out_dir, device).train(resume=None)``.
 
-    ``out_dir`` receives ``checkpoint.pt`` (every ``checkpoint_every`` iterations, unless the last
-    step was skipped or a weight is not finite, and at the end; written atomically), ``model.pt`` (the final weights only) and ``log.jsonl`` (one JSON
-    object per ``log_every`` iterations: iteration, loss, loc_loss, conf_loss, lr, img_per_s,
-    skipped_steps). Only rank 0 writes, holding ``out_dir`` (:func:`ssd_fast.outputs.run_lock`)
+    :meth:`train` runs :meth:`step` (load -> loss -> backward -> step) once per iteration and
+    the rest as hooks around it (:meth:`hooks`). ``out_dir`` receives ``checkpoint.pt`` (every
+    ``checkpoint_every`` iterations, unless the last step was skipped or a weight is not finite,
+    and at the end; written atomically) and ``log.jsonl`` (one JSON object per ``log_every``
+    iterations: iteration, loss, loc_loss, conf_loss, lr, img_per_s, skipped_steps); the caller
+    writes ``model.pt`` (the final weights only). Only rank 0 writes, holding ``out_dir`` (:func:`ssd_fast.outputs.run_lock`)
     for the whole run: a second run into it is refused with ``OutputError``, as is a write the
     disk refuses (full, read-only). ``ValueError`` at once if the model cannot train at
     ``cfg.batch_size`` (:func:`batch_size_problem`).
@@ -133,6 +134,8 @@ class Trainer:
         self.iteration = 0
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
+        # what the hooks read (ssd_fast.engine.hooks), set by train()
+        self.end, self.losses, self.lr, self.record, self.finished = cfg.iterations, None, cfg.lr, {}, False
 
     # -- checkpoints (the format: ssd_fast.checkpoint) --------------------------------------
     def save(self, path: str) -> None:
@@ -153,25 +156,38 @@ class Trainer:
         self.iteration, self.skipped_steps = restore_training(ckpt, self.model, self.optimizer, self.scheduler,
                                                               self.scaler)
 
-    # -- the loop -----------------------------------------------------------------------------
+    # -- one step: load -> loss -> backward -> step -----------------------------------------
     def step(self, images, target) -> Optional[Dict[str, float]]:
         """One iteration: load -> loss -> backward -> step; returns the losses, or None when the
         step was skipped (non-finite loss or gradients on any rank). A skipped step leaves the
         model, its buffers (BatchNorm's running statistics, which the forward in train mode
         updates) and the optimizer exactly as they were. ``images``: uint8 pixels (normalized
         here, on the device) or already normalized floats."""
+        images, boxes, labels = self._load(images, target)
+        buffers = [b.detach().clone() for b in self.model.buffers()]  # restored if skipped
+        loc_loss, conf_loss = self._loss(images, boxes, labels)
+        loss = loc_loss + conf_loss
+        if not (self._backward(loss) and self._optimizer_step()):
+            return self._skip(buffers)
+        self.skipped_in_a_row = 0
+        return {"loss": loss.item(), "loc_loss": loc_loss.item(), "conf_loss": conf_loss.item()}
+
+    def _load(self, images, target):
         images = images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
             images = normalize_image(images)
         images = images.contiguous(memory_format=self.memory_format)
-        boxes = target["boxes"].to(self.device, non_blocking=True)
-        labels = target["labels"].to(self.device, non_blocking=True)
+        return (images, target["boxes"].to(self.device, non_blocking=True),
+                target["labels"].to(self.device, non_blocking=True))
+
+    def _loss(self, images, boxes, labels):
         self.net.train()
-        buffers = [b.detach().clone() for b in self.model.buffers()]  # restored if skipped
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             loc, conf = self.net(images)
-        loc_loss, conf_loss = self.criterion(loc, conf, boxes, labels)
-        loss = loc_loss + conf_loss
+        return self.criterion(loc, conf, boxes, labels)
+
+    def _backward(self, loss) -> bool:
+        """Gradients of ``loss``; False, none computed, if it is not finite on every rank."""
         self.optimizer.zero_grad(set_to_none=True)
         ok = torch.isfinite(loss.detach())
         if self.world_size > 1:
@@ -179,8 +195,12 @@ class Trainer:
             torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
             ok = ok.bool()
         if not bool(ok):
-            return self._skip(buffers)
+            return False
         self.scaler.scale(loss).backward()
+        return True
+
+    def _optimizer_step(self) -> bool:
+        """The update; False, none made and the gradients dropped, if a gradient is not finite."""
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
         if not math.isfinite(float(grad_norm)):
@@ -188,17 +208,10 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
-            return self._skip(buffers)
+            return False
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.skipped_in_a_row = 0
-        return {"loss": loss.item(), "loc_loss": loc_loss.item(), "conf_loss": conf_loss.item()}
-
-    def _healthy(self) -> bool:
-        """Worth a checkpoint: the last step was not skipped and every weight and buffer is
-        finite (else the previous checkpoint stays: the last good state)."""
-        return self.skipped_in_a_row == 0 and all(
-            bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
+        return True
 
     def _skip(self, buffers) -> None:
         """A skipped step: the buffers back as they were before its forward."""
@@ -209,75 +222,84 @@ class Trainer:
         self.skipped_in_a_row += 1
         return None
 
+    # -- the loop -----------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        """Worth a checkpoint: the last step was not skipped and every weight and buffer is
+        finite (else the previous checkpoint stays: the last good state)."""
+        return self.skipped_in_a_row == 0 and all(
+            bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
+
+    def hooks(self) -> List[Hook]:
+        """The hooks of a run (:mod:`ssd_fast.engine.hooks`): the metrics (``log.jsonl`` on
+        rank 0), the progress bar (rank 0, ``cfg.progress``), the checkpoints (rank 0, with
+        ``out_dir``)."""
+        out = self.out_dir if self.rank == 0 else None
+        hooks = [MetricsLog(os.path.join(out, "log.jsonl") if out else None)]
+        if self.rank == 0 and self.cfg.progress:
+            hooks.append(ProgressBar())
+        if out:
+            hooks.append(PeriodicCheckpoint(os.path.join(out, "checkpoint.pt"), self.cfg.checkpoint_every))
+        return hooks
+
     def train(self, resume: Optional[str] = None, stop_at: Optional[int] = None) -> Dict:
-        """Train up to ``cfg.iterations`` (or ``stop_at``, to simulate an interruption).
-        Returns the last logged record."""
+        """Train up to ``cfg.iterations`` (or ``stop_at``, to simulate an interruption), from
+        the training checkpoint ``resume`` if given. Returns the last logged record."""
         main = self.rank == 0
         with run_lock(self.out_dir) if main and self.out_dir else contextlib.nullcontext():
             if main and self.out_dir:  # what a run killed while writing left behind
                 for name in ("checkpoint.pt", "model.pt"):
                     remove_stale_temporaries(os.path.join(self.out_dir, name))
-            return self._train(resume, stop_at)
+            if resume:
+                self.load(resume)
+            self.end = min(self.cfg.iterations, stop_at) if stop_at is not None else self.cfg.iterations
+            self._run(self._loader(), self.hooks())
+        return self.record
 
-    def _train(self, resume, stop_at) -> Dict:
-        cfg = self.cfg
-        if resume:
-            self.load(resume)
-        end = min(cfg.iterations, stop_at) if stop_at is not None else cfg.iterations
-        sampler = IterationBatchSampler(len(self.data), cfg.batch_size, end, self.iteration, cfg.seed,
+    def _loader(self):
+        """The batches of iterations ``iteration + 1 .. end`` (those of iteration ``i`` depend on
+        ``(seed, i)`` only)."""
+        sampler = IterationBatchSampler(len(self.data), self.cfg.batch_size, self.end, self.iteration, self.cfg.seed,
                                         rank=self.rank, world_size=self.world_size)
-        loader = torch.utils.data.DataLoader(self.data, batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=cfg.workers, persistent_workers=False,
-                                             pin_memory=self.device.type == "cuda")
-        main = self.rank == 0
-        log = LineLog(os.path.join(self.out_dir, "log.jsonl")) if main and self.out_dir else None
-        bar = None
-        if main and cfg.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=end, initial=self.iteration, desc="train", dynamic_ncols=True)
-        record, window, t0 = {}, [], time.perf_counter()
+        return torch.utils.data.DataLoader(self.data, batch_sampler=sampler, collate_fn=collate,
+                                           num_workers=self.cfg.workers, persistent_workers=False,
+                                           pin_memory=self.device.type == "cuda")
+
+    def _run(self, loader, hooks: List[Hook]) -> None:
+        """The loop: each hook at each point (:mod:`ssd_fast.engine.hooks`), :meth:`step` between."""
+        self.record, self.finished = {}, False
+        for hook in hooks:
+            hook.trainer = self
         try:
+            for hook in hooks:
+                hook.before_train()
             for images, target in loader:
-                losses = self.step(images, target)
-                if self.skipped_in_a_row >= cfg.max_skipped_in_a_row:
-                    raise NonFiniteTraining(
-                        f"training stopped at iteration {self.iteration + 1}: its last "
-                        f"{self.skipped_in_a_row} steps were all skipped (non-finite loss or gradients; "
-                        f"lower the learning rate?). They left the model as it was; the checkpoint "
-                        f"last written" + (f" ({os.path.join(self.out_dir, 'checkpoint.pt')})"
-                                           if self.out_dir else "") + " is intact")
-                lr = self.optimizer.param_groups[0]["lr"]
-                if losses is None:  # skipped: the schedule still follows the iterations, and
-                    with warnings.catch_warnings():  # torch's "called before optimizer.step" is moot
-                        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
-                        self.scheduler.step()
-                else:
-                    self.scheduler.step()
-                self.iteration += 1
-                if losses is not None:
-                    window.append(losses)
-                if bar is not None:
-                    bar.update(1)
-                if self.iteration % cfg.log_every == 0 or self.iteration == end:
-                    dt = time.perf_counter() - t0
-                    record = {"iteration": self.iteration, "lr": lr, "skipped_steps": self.skipped_steps,
-                              "img_per_s": len(window or [0]) * cfg.batch_size * self.world_size / max(dt, 1e-9)}
-                    for k in ("loss", "loc_loss", "conf_loss"):
-                        record[k] = sum(w[k] for w in window) / len(window) if window else float("nan")
-                    if log:
-                        log.write(json.dumps(record) + "\n")
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2g}",
-                                        img_s=f"{record['img_per_s']:.0f}")
-                    window, t0 = [], time.perf_counter()
-                if (self.out_dir and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0
-                        and self._healthy()):
-                    self.save(os.path.join(self.out_dir, "checkpoint.pt"))
+                for hook in hooks:
+                    hook.before_step()
+                self.losses = self.step(images, target)
+                self._count_iteration()
+                for hook in hooks:
+                    hook.after_step()
+            self.finished = True
         finally:
-            if bar is not None:
-                bar.close()
-            if log:
-                log.close()
-        if self.out_dir:
-            self.save(os.path.join(self.out_dir, "checkpoint.pt"))
-        return record
+            for hook in hooks:
+                hook.after_train()
+
+    def _count_iteration(self) -> None:
+        """The step done: the run stopped if it was the last of ``cfg.max_skipped_in_a_row``
+        skipped in a row (before it counts: the trainer stays at the last good iteration), else
+        its LR kept for the hooks, the schedule stepped (skipped steps too: it follows the
+        iterations) and the iteration counted."""
+        if self.skipped_in_a_row >= self.cfg.max_skipped_in_a_row:
+            raise NonFiniteTraining(
+                f"training stopped at iteration {self.iteration + 1}: its last {self.skipped_in_a_row} steps "
+                f"were all skipped (non-finite loss or gradients; lower the learning rate?). They left the model "
+                f"as it was; the checkpoint last written"
+                + (f" ({os.path.join(self.out_dir, 'checkpoint.pt')})" if self.out_dir else "") + " is intact")
+        self.lr = self.optimizer.param_groups[0]["lr"]
+        if self.losses is None:  # torch's "called before optimizer.step" is moot after a skipped step
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
+                self.scheduler.step()
+        else:
+            self.scheduler.step()
+        self.iteration += 1

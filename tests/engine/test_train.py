@@ -122,6 +122,21 @@ def test_a_run_killed_while_writing_leaves_nothing_behind(tmp_path):
         assert torch.equal(a, b), k
 
 
+
+def test_checkpoints_every_n_and_once_at_the_end(tmp_path, monkeypatch):
+    """The periodic checkpoint of the last iteration is the final one: written once, not twice."""
+    import ssd_fast.engine.train as train
+
+    written, save = [], train.save_training_checkpoint
+    monkeypatch.setattr(train, "save_training_checkpoint", lambda *a: written.append(a[5]) or save(*a))
+    Trainer(_model(), build_dataset("synthetic:n=8,size=64"), _cfg(iterations=5, checkpoint_every=2),
+            out_dir=str(tmp_path)).train()
+    assert written == [2, 4, 5]
+    t = Trainer(_model(), build_dataset("synthetic:n=8,size=64"), _cfg(iterations=4, checkpoint_every=2),
+                out_dir=str(tmp_path / "even"))
+    t.train()
+    assert written == [2, 4, 5, 2, 4] and t.record["iteration"] == 4
+
 def test_non_finite_steps_are_skipped(tmp_path):
     data = build_dataset("synthetic:n=8,size=64")
     model = _model()
