@@ -181,7 +181,7 @@ def make_extension():
     with_cuda, why = want_cuda(torch, cuda_home)
     debug = os.environ.get("DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/cpu/*.cpp"))
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/cpu/**/*.cpp", recursive=True))
     # Contraction into FMA is off so the CPU and CUDA kernels round every IoU identically.
     # The C++ standard is left to torch.utils.cpp_extension (torch >= 2.10 needs C++20).
     # -fno-trapping-math lets gcc vectorise the select-heavy IoU loop; results are unchanged.

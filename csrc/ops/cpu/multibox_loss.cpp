@@ -5,7 +5,7 @@
 // an L1 buffer, a vectorised logsumexp (exp_nonpos/log_det, ops/float_math.h), the background
 // cross-entropy of every prior into bg_ce [B, P], and the positives' smooth L1 and
 // cross-entropy summed per tile; (2) per image, in parallel: hard negative mining on bg_ce
-// (the hard_negative_mining selection of ops/cpu/mining.h), then the mined negatives' bg_ce
+// (the hard_negative_mining selection of ops/cpu/detail/mining.h), then the mined negatives' bg_ce
 // summed. Partial sums are in double, per tile and per image, added in a fixed order: the
 // result does not depend on the thread count.
 // Backward: per chunk of priors, grad_conf is zeroed, then the masked rows (a few percent of the
@@ -18,9 +18,9 @@
 #include <array>
 #include <vector>
 
-#include "ops/cpu/clones.h"
-#include "ops/cpu/mining.h"
-#include "ops/cpu/softmax_tile.h"
+#include "ops/cpu/detail/clones.h"
+#include "ops/cpu/detail/mining.h"
+#include "ops/cpu/detail/softmax_tile.h"
 #include "ops/loss_checks.h"
 #include "ops/loss_math.h"
 

@@ -17,9 +17,9 @@
 #include <limits>
 #include <optional>
 
-#include "ops/cuda/block_reduce.cuh"
+#include "ops/cuda/detail/block_reduce.cuh"
 #include "ops/cuda/device.cuh"
-#include "ops/cuda/mining.cuh"
+#include "ops/cuda/detail/mining.cuh"
 #include "ops/float_math.h"
 #include "ops/loss_checks.h"
 #include "ops/loss_math.h"

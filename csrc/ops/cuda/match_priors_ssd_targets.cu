@@ -24,7 +24,7 @@
 
 #include "ops/box_math.h"
 #include "ops/coder_math.h"
-#include "ops/cuda/block_reduce.cuh"
+#include "ops/cuda/detail/block_reduce.cuh"
 #include "ops/cuda/device.cuh"
 #include "ops/target_checks.h"
 #include "ops/target_math.h"

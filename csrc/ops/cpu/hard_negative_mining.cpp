@@ -1,9 +1,9 @@
 // CPU kernel of hard_negative_mining (SPEC §2); the selection itself is cpu::mine_rows
-// (ops/cpu/mining.h), shared with multibox_loss.
+// (ops/cpu/detail/mining.h), shared with multibox_loss.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "ops/cpu/mining.h"
+#include "ops/cpu/detail/mining.h"
 #include "ops/target_checks.h"
 
 namespace ssd_fast {

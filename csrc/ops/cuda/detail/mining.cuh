@@ -1,5 +1,5 @@
 // The CUDA selection of hard_negative_mining (radix select, one block per image), shared by the
-// hard_negative_mining and multibox_loss kernels.
+// hard_negative_mining and multibox_loss kernels; defined in ops/cuda/hard_negative_mining.cu.
 #pragma once
 
 #include <ATen/ATen.h>

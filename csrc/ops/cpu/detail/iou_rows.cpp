@@ -2,9 +2,9 @@
 // gcc vectorises (-fno-trapping-math); target_clones adds x86-64-v3 (AVX2) copies next to the
 // baseline ones, picked when the library loads, and match_row an AVX-512 one (ssd_targets
 // SSD300 bs8 ~200 -> ~130 us on one Zen 4 core, with the masked store it had then).
-#include "ops/cpu/iou_rows.h"
+#include "ops/cpu/detail/iou_rows.h"
 
-#include "ops/cpu/clones.h"
+#include "ops/cpu/detail/clones.h"
 
 namespace ssd_fast {
 namespace cpu {

@@ -1,55 +1,19 @@
-// CPU kernels of box_iou, encode_boxes and decode_boxes.
+// CPU kernels of encode_boxes and decode_boxes: one row loop, templated on the direction.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <vector>
+#include <type_traits>
 
 #include "ops/box_checks.h"
 #include "ops/box_math.h"
 #include "ops/coder_math.h"
-#include "ops/cpu/clones.h"
-#include "ops/cpu/iou_rows.h"
+#include "ops/cpu/detail/clones.h"
 
 namespace ssd_fast {
 namespace {
-
-template <typename scalar_t>
-void box_iou_kernel(const IouPlan& p, at::Tensor& out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t n = p.n, m = p.m;
-  // boxes2 in the compute type as structure of arrays, so each output row is a SIMD loop.
-  const cpu::SoaBoxes<acc_t> soa(p.boxes2.data_ptr<scalar_t>(), (p.batched2 ? p.batch : 1) * m);
-  const cpu::SoaView<acc_t> b2 = soa.view();
-  const scalar_t* b1 = p.boxes1.data_ptr<scalar_t>();
-  scalar_t* o = out.data_ptr<scalar_t>();
-  // About 32k IoUs per task: enough to amortise the thread hand-off.
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(m, 1));
-  at::parallel_for(0, p.batch * n, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf(std::is_same_v<scalar_t, acc_t> ? 0 : m);
-    for (int64_t r = begin; r < end; ++r) {
-      const scalar_t* a = b1 + 4 * (p.batched1 ? r : r % n);
-      const acc_t box[4] = {static_cast<acc_t>(a[0]), static_cast<acc_t>(a[1]),
-                            static_cast<acc_t>(a[2]), static_cast<acc_t>(a[3])};
-      acc_t* dst = std::is_same_v<scalar_t, acc_t> ? reinterpret_cast<acc_t*>(o + r * m) : buf.data();
-      cpu::iou_row(box, b2.offset(p.batched2 ? (r / n) * m : 0), m, dst);
-      if constexpr (!std::is_same_v<scalar_t, acc_t>) {
-        for (int64_t j = 0; j < m; ++j) o[r * m + j] = static_cast<scalar_t>(buf[j]);
-      }
-    }
-  });
-}
-
-at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2) {
-  IouPlan p = plan_box_iou(boxes1, boxes2);
-  at::Tensor out = at::empty(p.out_sizes, boxes1.options());
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, boxes1.scalar_type(), "box_iou_cpu",
-                                  [&] { box_iou_kernel<scalar_t>(p, out); });
-  return out;
-}
 
 // Rows in which neither input wraps: out[r] = encode or decode (a[r], p[r]). Branch free, so the
 // row loop vectorises (8 or 16 rows at a time); cloned for AVX2 and AVX-512 (fma_ an
@@ -153,7 +117,6 @@ at::Tensor decode_boxes_cpu(const at::Tensor& offsets, const at::Tensor& priors,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ssd_fast, CPU, m) {
-  m.impl("box_iou", &box_iou_cpu);
   m.impl("encode_boxes", &encode_boxes_cpu);
   m.impl("decode_boxes", &decode_boxes_cpu);
 }

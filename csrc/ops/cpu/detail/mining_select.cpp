@@ -1,4 +1,4 @@
-// select_top and mark_top of ops/cpu/mining.h: the k largest keys of an image in a few
+// select_top and mark_top of ops/cpu/detail/mining.h: the k largest keys of an image in a few
 // straight passes over its keys.
 //
 // 1. Group maxima: the keys as rows of kLanes, R consecutive rows a chunk; each lane of a
@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <functional>
 
-#include "ops/cpu/clones.h"
-#include "ops/cpu/mining.h"
+#include "ops/cpu/detail/clones.h"
+#include "ops/cpu/detail/mining.h"
 
 namespace ssd_fast {
 namespace cpu {

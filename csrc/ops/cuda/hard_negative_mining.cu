@@ -8,9 +8,9 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "ops/cuda/block_reduce.cuh"
+#include "ops/cuda/detail/block_reduce.cuh"
 #include "ops/cuda/device.cuh"
-#include "ops/cuda/mining.cuh"
+#include "ops/cuda/detail/mining.cuh"
 #include "ops/target_checks.h"
 #include "ops/target_math.h"
 

@@ -1,8 +1,8 @@
-// The tile loops of ops/cpu/softmax_tile.h: straight runs of max/exp/add across the priors of
+// The tile loops of ops/cpu/detail/softmax_tile.h: straight runs of max/exp/add across the priors of
 // a tile, which gcc vectorises (exp_det, exp_nonpos and log_det are branch free). They are the
 // hot loops of multibox_loss (1.5M logits per SSD300 batch of 8), so they get an AVX-512 copy
 // too: without FMA contraction every copy rounds identically.
-#include "ops/cpu/softmax_tile.h"
+#include "ops/cpu/detail/softmax_tile.h"
 
 #include <array>
 
@@ -12,7 +12,7 @@
 #endif
 
 #include "ops/box_math.h"
-#include "ops/cpu/clones.h"
+#include "ops/cpu/detail/clones.h"
 #include "ops/float_math.h"
 
 namespace ssd_fast {

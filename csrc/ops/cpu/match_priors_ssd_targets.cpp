@@ -12,9 +12,9 @@
 
 #include "ops/box_math.h"
 #include "ops/coder_math.h"
-#include "ops/cpu/clones.h"
-#include "ops/cpu/iou_rows.h"
-#include "ops/cpu/parallel.h"
+#include "ops/cpu/detail/clones.h"
+#include "ops/cpu/detail/iou_rows.h"
+#include "ops/cpu/detail/parallel.h"
 #include "ops/target_checks.h"
 #include "ops/target_math.h"
 
