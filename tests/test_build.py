@@ -55,11 +55,11 @@ def _local_includes(path, seen):
     return seen
 
 
-def test_setup_py_emu_runtime_stamp_covers_its_includes():
-    """setup.py compiles csrc/emu/runtime.cpp itself and rebuilds it when one of
-    EMU_RUNTIME_SOURCES is newer: that list is the file and every project header it includes."""
-    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
+def test_emu_runtime_stamp_covers_its_includes():
+    """csrc/emu/build.py compiles csrc/emu/runtime.cpp itself and rebuilds it when one of
+    RUNTIME_SOURCES is newer: that list is the file and every project header it includes."""
+    tree = ast.parse(open(os.path.join(ROOT, "csrc", "emu", "build.py")).read())
     listed = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-                  and any(getattr(t, "id", None) == "EMU_RUNTIME_SOURCES" for t in node.targets))
+                  and any(getattr(t, "id", None) == "RUNTIME_SOURCES" for t in node.targets))
     runtime = "csrc/emu/runtime.cpp"
     assert set(listed) == {runtime} | _local_includes(runtime, set())

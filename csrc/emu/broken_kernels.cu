@@ -1,7 +1,7 @@
 // Kernels that break the rules on purpose, one or more per check of the emulated CUDA device
 // (csrc/emu/runtime.cpp). tests/emu/test_emulator.py runs each through the test-only op
 // ssd_emu_test::broken and expects the check to fire and to name the kernel, then switches the
-// check off and sees the fault go through. Compiled into ssd_fast._C_emu only (setup.py), like
+// check off and sees the fault go through. Compiled into ssd_fast._C_emu only (build.py), like
 // csrc/ops/cuda/*.cu through csrc/ops/cuda/device.cuh; never built by nvcc.
 #include <ATen/ATen.h>
 #include <torch/library.h>

@@ -7,7 +7,7 @@
 // __ballot_sync, __popc[ll], __ffsll, atomicAdd, atomicOr, static and dynamic shared memory)
 // and nothing else. Kernels never include it: they reach it through csrc/ops/cuda/device.cuh,
 // which maps the same names onto CUDA under nvcc. It is compiled only into the test-only module
-// ssd_fast._C_emu (setup.py, SSD_FAST_EMU), never into ssd_fast._C.
+// ssd_fast._C_emu (csrc/emu/build.py, SSD_FAST_EMU), never into ssd_fast._C.
 //
 // Execution model. A launch runs its blocks one after another on the calling thread; the
 // threads of a block are cooperative fibers that run between barriers (__syncthreads, and the
@@ -84,7 +84,7 @@ void launch(const KernelRef& kernel, dim3 grid, dim3 block, size_t dynamic_smem,
             void (*run)(void*), void* closure, size_t closure_bytes);
 
 // The __launch_bounds__ of a kernel, by its name without namespace and template arguments:
-// registered by the code setup.py generates from the .cu sources (emu/gen_bounds.py).
+// registered by the code csrc/emu/build.py generates from the .cu sources.
 void register_launch_bounds(const char* kernel, int bound);
 std::string kernel_base_name(const std::string& name);
 

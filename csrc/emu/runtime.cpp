@@ -35,7 +35,7 @@
 //               it happens; the kernel's parameters and the emulator's own thread views are
 //               exempt. Reads are checked in the first schedule (the second reads the same).
 //
-// Two builds (setup.py): the tracked build compiles the kernels with -fsanitize=thread but links
+// Two builds (build.py): the tracked build compiles the kernels with -fsanitize=thread but links
 // none of ThreadSanitizer's runtime: every load and store of a kernel becomes a call to the
 // __tsan_* functions at the end of this file (which is not instrumented), and those see the
 // shared-memory accesses and the global-memory writes. The ASan build (-fsanitize=address
@@ -71,7 +71,7 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-// SSD_EMU_TRACKED_BUILD: the kernels are compiled with -fsanitize=thread (setup.py). This file
+// SSD_EMU_TRACKED_BUILD: the kernels are compiled with -fsanitize=thread (build.py). This file
 // never is: it is the code those calls reach.
 #if !defined(SSD_EMU_TRACKED_BUILD)
 #define SSD_EMU_TRACKED_BUILD 0
@@ -1346,7 +1346,7 @@ SSD_EMU_RW(8)
 SSD_EMU_RW(16)
 SSD_EMU_HOOK void __tsan_read_range(void* a, unsigned long n) { on_access(a, n, Access::kRead); }
 // Clang's names for the memory builtins (GCC's kernels are built without loop-to-memset
-// rewriting, setup.py, so that no such call escapes the hooks).
+// rewriting, build.py, so that no such call escapes the hooks).
 SSD_EMU_HOOK void* __tsan_memcpy(void* d, const void* s, unsigned long n) {
   on_access(const_cast<void*>(s), n, Access::kRead);
   on_access(d, n, Access::kWrite);
