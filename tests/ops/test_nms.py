@@ -167,7 +167,7 @@ def test_nms_large(device, gen, n):
 # Every box kept: an off-by-one at a size limit of the CUDA kernels (the 64-box mask words and
 # column blocks, the 16384-position chunks) loses or repeats a box that a suppressing input might
 # have dropped anyway. Disjoint boxes, distinct scores: the output is the whole rank order.
-CHUNK = 16384  # nms.cu's kChunk
+CHUNK = 16384  # nms_batched_nms.cu's kChunk
 WORD_SIZES = [63, 64, 65, 127, 128, 129]
 CHUNK_SIZES = [CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 1]
 
