@@ -94,7 +94,8 @@ def extensions():
     with_cuda, why = want_cuda(torch, cuda_home)
     debug = os.environ.get("DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/cpu/**/*.cpp", recursive=True))
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/*.cpp") +
+                     glob.glob("csrc/ops/cpu/**/*.cpp", recursive=True))
     defines = [f"-DSSD_FAST_TORCH_VERSION={torch.__version__}"]
     # Contraction into FMA is off so the CPU and CUDA kernels round every IoU identically.
     # The C++ standard is left to torch.utils.cpp_extension (torch >= 2.10 needs C++20).

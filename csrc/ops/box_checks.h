@@ -1,8 +1,10 @@
-// Argument checks and shape planning shared by the CPU and CUDA kernels of the box ops.
-// ssd_fast/ops/_fake.py raises the very same messages for the fake (meta) kernels.
+// Argument checks and shape planning of the box ops: the one home of their checks and messages.
+// The CPU and CUDA kernels run them on real tensors, the meta functions of ops/meta.cpp on the
+// metadata of fake and meta tensors (whose sizes may be symbolic: the checks read sym_sizes()).
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/SymIntArrayRef.h>
 #include <c10/util/irange.h>
 
 #include <cmath>
@@ -25,8 +27,8 @@ inline void check_float(const char* op, const char* name, const at::Tensor& t) {
 inline void check_boxes(const char* op, const char* name, const at::Tensor& t, int64_t min_dim,
                         const char* layout) {
   check_float(op, name, t);
-  TORCH_CHECK(t.dim() >= min_dim && t.size(-1) == 4, op, ": ", name, " must have shape ", layout,
-              ", got ", t.sizes());
+  TORCH_CHECK(t.dim() >= min_dim && t.sym_size(-1) == 4, op, ": ", name, " must have shape ",
+              layout, ", got ", t.sym_sizes());
 }
 
 inline void check_same_device(const char* op, const char* name_a, const at::Tensor& a,
@@ -44,7 +46,8 @@ inline void check_same_device_dtype(const char* op, const char* name_a, const at
 }
 
 // A number as error messages show it: the shortest of 15 or 17 significant digits that reads
-// back exactly (so 0.1 shows as 0.1, 1.0000001 as 1.0000001). _fake.format_number is its twin.
+// back exactly (so 0.1 shows as 0.1, 1.0000001 as 1.0000001): a value just out of range never
+// prints as the bound it exceeds.
 inline std::string format_number(double x) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.15g", x);
@@ -74,28 +77,34 @@ struct IouPlan {
   std::vector<int64_t> out_sizes;
 };
 
-inline IouPlan plan_box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2) {
+// box_iou's checks; returns its output shape [..., N, M].
+inline c10::SymDimVector check_box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2) {
   constexpr const char* op = "box_iou";
   check_boxes(op, "boxes1", boxes1, 2, "[..., N, 4]");
   check_boxes(op, "boxes2", boxes2, 2, "[..., M, 4]");
   check_same_device_dtype(op, "boxes1", boxes1, "boxes2", boxes2);
-  auto lead1 = boxes1.sizes().slice(0, boxes1.dim() - 2);
-  auto lead2 = boxes2.sizes().slice(0, boxes2.dim() - 2);
+  auto lead1 = boxes1.sym_sizes().slice(0, boxes1.dim() - 2);
+  auto lead2 = boxes2.sym_sizes().slice(0, boxes2.dim() - 2);
   TORCH_CHECK(lead1.empty() || lead2.empty() || lead1 == lead2, op,
               ": boxes1 and boxes2 must have the same leading (batch) dims, or one of them none, "
-              "got boxes1 ", boxes1.sizes(), " and boxes2 ", boxes2.sizes());
+              "got boxes1 ", boxes1.sym_sizes(), " and boxes2 ", boxes2.sym_sizes());
+  const auto lead = lead1.empty() ? lead2 : lead1;
+  c10::SymDimVector out(lead.begin(), lead.end());
+  out.push_back(boxes1.sym_size(-2));
+  out.push_back(boxes2.sym_size(-2));
+  return out;
+}
+
+inline IouPlan plan_box_iou(const at::Tensor& boxes1, const at::Tensor& boxes2) {
   IouPlan p;
+  p.out_sizes = C10_AS_INTARRAYREF_SLOW(check_box_iou(boxes1, boxes2)).vec();
   p.boxes1 = boxes1.contiguous();
   p.boxes2 = boxes2.contiguous();
   p.n = boxes1.size(-2);
   p.m = boxes2.size(-2);
-  p.batched1 = !lead1.empty();
-  p.batched2 = !lead2.empty();
-  auto lead = lead1.empty() ? lead2 : lead1;
-  p.batch = c10::multiply_integers(lead);
-  p.out_sizes = lead.vec();
-  p.out_sizes.push_back(p.n);
-  p.out_sizes.push_back(p.m);
+  p.batched1 = boxes1.dim() > 2;
+  p.batched2 = boxes2.dim() > 2;
+  p.batch = c10::multiply_integers(p.out_sizes.begin(), p.out_sizes.end() - 2);
   return p;
 }
 
@@ -125,31 +134,38 @@ inline at::Tensor periodic_rows(const at::Tensor& t, at::IntArrayRef out_lead, i
   return t.expand(full).contiguous();
 }
 
-inline CoderPlan plan_coder(const char* op, const char* a_name, const at::Tensor& a,
-                            const at::Tensor& priors, at::ArrayRef<double> variances) {
+// encode_boxes / decode_boxes's checks; returns the output shape [..., 4].
+inline c10::SymDimVector check_coder(const char* op, const char* a_name, const at::Tensor& a,
+                                     const at::Tensor& priors, at::ArrayRef<double> variances) {
   check_boxes(op, a_name, a, 1, "[..., 4]");
   check_boxes(op, "priors", priors, 1, "[..., 4]");
   check_same_device_dtype(op, a_name, a, "priors", priors);
   check_variances(op, variances);
-  auto la = a.sizes().slice(0, a.dim() - 1);
-  auto lp = priors.sizes().slice(0, priors.dim() - 1);
-  std::vector<int64_t> lead;
+  auto la = a.sym_sizes().slice(0, a.dim() - 1);
+  auto lp = priors.sym_sizes().slice(0, priors.dim() - 1);
+  c10::SymDimVector out;
   bool ok = true;
   const size_t n = std::max(la.size(), lp.size());
   for (size_t i = 0; i < n; ++i) {  // numpy broadcasting, aligned on the right
-    int64_t x = i < n - la.size() ? 1 : la[i - (n - la.size())];
-    int64_t y = i < n - lp.size() ? 1 : lp[i - (n - lp.size())];
+    c10::SymInt x = i < n - la.size() ? c10::SymInt(1) : la[i - (n - la.size())];
+    c10::SymInt y = i < n - lp.size() ? c10::SymInt(1) : lp[i - (n - lp.size())];
     ok = ok && (x == y || x == 1 || y == 1);
-    lead.push_back(x == 1 ? y : x);
+    out.push_back(x == 1 ? y : x);
   }
-  TORCH_CHECK(ok, op, ": the leading dims of ", a_name, " ", a.sizes(), " and priors ",
-              priors.sizes(), " do not broadcast");
+  TORCH_CHECK(ok, op, ": the leading dims of ", a_name, " ", a.sym_sizes(), " and priors ",
+              priors.sym_sizes(), " do not broadcast");
+  out.push_back(4);
+  return out;
+}
+
+inline CoderPlan plan_coder(const char* op, const char* a_name, const at::Tensor& a,
+                            const at::Tensor& priors, at::ArrayRef<double> variances) {
   CoderPlan p;
+  p.out_sizes = C10_AS_INTARRAYREF_SLOW(check_coder(op, a_name, a, priors, variances)).vec();
+  const at::IntArrayRef lead(p.out_sizes.data(), p.out_sizes.size() - 1);
   p.a = periodic_rows(a, lead, &p.a_rows);
   p.priors = periodic_rows(priors, lead, &p.p_rows);
   p.rows = c10::multiply_integers(lead);
-  p.out_sizes = lead;
-  p.out_sizes.push_back(4);
   return p;
 }
 

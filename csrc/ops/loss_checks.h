@@ -1,5 +1,6 @@
-// Argument checks of multibox_loss and multibox_loss_backward, shared by the CPU and CUDA
-// kernels. ssd_fast/ops/_fake.py raises the same messages.
+// Argument checks of multibox_loss and multibox_loss_backward: the one home of their checks and
+// messages, run by the CPU and CUDA kernels and by the meta functions of ops/meta.cpp (sizes may
+// be symbolic: see box_checks.h).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -20,17 +21,18 @@ inline void check_multibox_tensors(const char* op, const at::Tensor& loc,
   const auto st = conf_logits.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kDouble, op,
               ": conf_logits must be float32 or float64, got ", dtype_name(st));
-  TORCH_CHECK(conf_logits.dim() == 3 && conf_logits.size(2) >= 2, op,
-              ": conf_logits must have shape [B, P, C] with C >= 2, got ", conf_logits.sizes());
-  const std::array<int64_t, 3> box_shape{conf_logits.size(0), conf_logits.size(1), 4};
+  TORCH_CHECK(conf_logits.dim() == 3 && conf_logits.sym_size(2) >= 2, op,
+              ": conf_logits must have shape [B, P, C] with C >= 2, got ", conf_logits.sym_sizes());
+  const std::array<c10::SymInt, 3> box_shape{conf_logits.sym_size(0), conf_logits.sym_size(1), 4};
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"loc", loc},
                                 {"loc_targets", loc_targets}}) {
     check_same_device_dtype(op, "conf_logits", conf_logits, name, t);
-    TORCH_CHECK(t.sizes() == at::IntArrayRef(box_shape), op, ": ", name,
-                " must have shape [B, P, 4] = ", at::IntArrayRef(box_shape), ", got ", t.sizes());
+    TORCH_CHECK(t.sym_sizes() == c10::SymIntArrayRef(box_shape), op, ": ", name,
+                " must have shape [B, P, 4] = ", c10::SymIntArrayRef(box_shape), ", got ",
+                t.sym_sizes());
   }
   check_same_device(op, "conf_logits", conf_logits, "labels", labels);
-  check_labels(op, "labels", labels, conf_logits.sizes().slice(0, 2), "[B, P]");
+  check_labels(op, "labels", labels, conf_logits.sym_sizes().slice(0, 2), "[B, P]");
 }
 
 inline void check_multibox_args(const at::Tensor& loc, const at::Tensor& conf_logits,
@@ -54,13 +56,14 @@ inline void check_multibox_backward_args(const at::Tensor& grad_loc_loss,
   for (const auto& [name, g] : {std::pair<const char*, const at::Tensor&>{"grad_loc_loss", grad_loc_loss},
                                 {"grad_conf_loss", grad_conf_loss}}) {
     check_same_device_dtype(op, "conf_logits", conf_logits, name, g);
-    TORCH_CHECK(g.dim() == 0, op, ": ", name, " must be a 0-dim tensor, got shape ", g.sizes());
+    TORCH_CHECK(g.dim() == 0, op, ": ", name, " must be a 0-dim tensor, got shape ",
+                g.sym_sizes());
   }
   check_same_device(op, "conf_logits", conf_logits, "mask", mask);
   TORCH_CHECK(mask.scalar_type() == at::kBool, op, ": mask must be a bool tensor, got ",
               dtype_name(mask.scalar_type()));
-  TORCH_CHECK(mask.sizes() == labels.sizes(), op, ": mask must have shape [B, P] = ",
-              labels.sizes(), ", got ", mask.sizes());
+  TORCH_CHECK(mask.sym_sizes() == labels.sym_sizes(), op, ": mask must have shape [B, P] = ",
+              labels.sym_sizes(), ", got ", mask.sym_sizes());
 }
 
 }  // namespace ssd_fast
