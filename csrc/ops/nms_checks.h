@@ -19,7 +19,8 @@ inline void check_rank(const char* op, const char* name, const at::Tensor& t, in
 }
 
 inline void check_iou_threshold(const char* op, double t) {
-  TORCH_CHECK_VALUE(t >= 0.0 && t <= 1.0, op, ": iou_threshold must be in [0, 1], got ", t);
+  TORCH_CHECK_VALUE(t >= 0.0 && t <= 1.0, op, ": iou_threshold must be in [0, 1], got ",
+                    format_number(t));
 }
 
 // nms / batched_nms: boxes [N, 4], scores [N] (same dtype), idxs [N] integer.
@@ -72,7 +73,7 @@ inline void check_detection_params(const char* op, const c10::SymInt& p, const c
                                    int64_t topk_per_class, int64_t max_detections,
                                    int64_t background_class) {
   TORCH_CHECK_VALUE(score_threshold == score_threshold, op,
-                    ": score_threshold must be a number, got ", score_threshold);
+                    ": score_threshold must be a number, got ", format_number(score_threshold));
   check_iou_threshold(op, iou_threshold);
   TORCH_CHECK_VALUE(topk_per_class > 0 || topk_per_class == -1, op,
                     ": topk_per_class must be positive or -1 (no limit), got ", topk_per_class);

@@ -48,10 +48,28 @@ def _op(table_ops):
     return lambda name, args: table_ops[name](*args)
 
 
+# A number printed so that it reads back as itself: a threshold just above 1 never shows as 1.
+NUMBERS = {
+    "nms-iou_threshold-above_1": ("nms", "iou_threshold", 1.0000001, ValueError,
+                                  "nms: iou_threshold must be in [0, 1], got 1.0000001"),
+    "batched_nms-iou_threshold-next_after_1": (
+        "batched_nms", "iou_threshold", 1.0000000000000002, ValueError,
+        "batched_nms: iou_threshold must be in [0, 1], got 1.0000000000000002"),
+    "multiclass_nms-iou_threshold-above_1": (
+        "multiclass_nms", "iou_threshold", 1.0000001, ValueError,
+        "multiclass_nms: iou_threshold must be in [0, 1], got 1.0000001"),
+    "ssd_postprocess-iou_threshold-below_0": (
+        "ssd_postprocess", "iou_threshold", -1.0000001e-7, ValueError,
+        "ssd_postprocess: iou_threshold must be in [0, 1], got -1.0000001e-07"),
+}
+
+
 def _rows():
     """id -> (call(device) on that row's bad input, exception type)."""
     for case, (op, arg, value, exc, _) in test_wrapper_inputs.BAD_ARGUMENTS.items():
         yield f"wrapper-{case}", (_wrapper_call(op, arg, value), exc)
+    for case, (op, arg, value, exc, _) in NUMBERS.items():
+        yield f"number-{case}", (_wrapper_call(op, arg, value), exc)
     for module, run in ((test_box_ops, _op(test_box_ops.OPS)), (test_nms, _op(test_nms.OPS)),
                         (test_multiclass_nms, test_multiclass_nms._call)):
         for case, (name, make, exc, _) in module.BAD_INPUTS.items():
@@ -78,6 +96,13 @@ def _raised(call, device, exc, fake=False):
         else:
             call(device)
     return type(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("case", NUMBERS)
+def test_numbers_read_back_as_themselves(case):
+    _, _, _, exc, message = NUMBERS[case]
+    with pytest.raises(exc, match=f"^{re.escape(message)}$"):
+        ROWS[f"number-{case}"][0](CPU)
 
 
 @pytest.mark.parametrize("row", ROWS)
