@@ -354,8 +354,16 @@ def _train(args):
     else:
         arch = args.arch or train_config.TRAIN_ARCH
         kw = {"image_size": args.image_size or train_config.TRAIN_IMAGE_SIZE} if arch in ("ssdlite", "ssd_tiny") else {}
+        from .models import MODELS
+
+        if arch not in MODELS:
+            _error("train", f"--arch {arch!r}: unknown model; known: {', '.join(sorted(MODELS))}")
         torch.manual_seed(args.seed)
-        model = build_model(arch, num_classes=len(classes), classes=classes, **kw)
+        try:
+            model = build_model(arch, num_classes=len(classes), classes=classes, **kw)
+        except ValueError as e:  # the builder's own range checks (image_size >= 32, ...)
+            flag = f"--image-size {kw['image_size']}" if "image_size" in str(e) else f"--arch {arch}"
+            _error("train", f"{flag}: {e}")
     problem = batch_size_problem(model, args.batch_size)
     if problem is not None:
         _error("train", f"--batch-size {args.batch_size}: {problem}")

@@ -222,6 +222,8 @@ ROWS = [
      r"--resume '.*/checkpoint.pt' has num_classes=6, --data 'coco:.*' has 2 \(background included\)"),
     ("train-no-images", ["train", "--data", "coco:{d},{d}/one_class.json", "--out", "{d}/new_run"],
      r"--data 'coco:.*' has no images"),
+    ("train-unknown-arch", TRAIN + ["--arch", "yolo"], r"--arch 'yolo': unknown model; known: .*ssd_tiny"),
+    ("train-image-size-too-small", TRAIN + ["--image-size", "8"], r"--image-size 8: .*image_size"),
     ("train-milestones-words", TRAIN + ["--milestones", "a,b"],
      r"--milestones must be comma-separated iterations, got 'a,b'"),
     ("train-milestones-beyond", TRAIN + ["--milestones", "5"],
