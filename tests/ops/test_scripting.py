@@ -54,6 +54,10 @@ class _Tail(torch.nn.Module):
         return keep, ops.nms(boxes, scores, 0.5), ops.box_iou(boxes[keep], boxes)
 
 
+# torch deprecates TorchScript's save/load in favour of torch.export; what is tested is that a
+# scripted caller of ssd_fast's ops survives them, as torchvision's users' models do
+@pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_a_scripted_module_saves_and_loads(gen):
     b, s, idxs, _ = _cases(gen)["batched_nms"][1]
     buffer = io.BytesIO()
